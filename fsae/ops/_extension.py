@@ -1,0 +1,67 @@
+"""Loading of the compiled extension ``fsae._C``.
+
+Importing ``fsae._C`` registers the ``torch.ops.fsae.*`` operators (CPU
+kernels always, CUDA kernels when the build found a CUDA toolkit).  When the
+module is missing or ``FSAE_DISABLE_EXTENSION=1`` is set, :mod:`fsae.ops`
+falls back to :mod:`fsae.ops.reference`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+
+import torch
+
+_DISABLE_ENV = "FSAE_DISABLE_EXTENSION"
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    if os.environ.get(_DISABLE_ENV, "0") not in ("", "0"):
+        return None, f"disabled by {_DISABLE_ENV}"
+    try:
+        from fsae import _C
+    except ImportError as err:
+        warnings.warn(
+            f"fsae: compiled extension fsae._C not available ({err}); using the pure PyTorch "
+            "reference ops (slower). Build it with `pip install --no-build-isolation -e .`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None, f"import failed: {err}"
+    return _C, "loaded"
+
+
+_C, _STATUS = _load()
+
+
+def has_extension() -> bool:
+    """True when the fused C++/CUDA extension is loaded and in use."""
+    return _C is not None
+
+
+def extension_devices() -> frozenset[str]:
+    """Device types the loaded extension has kernels for (empty without it)."""
+    if _C is None:
+        return frozenset()
+    return frozenset({"cpu", "cuda"}) if _C.cuda_compiled() else frozenset({"cpu"})
+
+
+def build_info() -> dict[str, object]:
+    """What was built: ``{"extension", "status", "cuda_compiled", "cuda_archs", "openmp"}``."""
+    if _C is None:
+        return {"extension": False, "status": _STATUS, "cuda_compiled": False, "cuda_archs": "", "openmp": False}
+    return {
+        "extension": True,
+        "status": _STATUS,
+        "cuda_compiled": bool(_C.cuda_compiled()),
+        "cuda_archs": str(_C.cuda_archs()),
+        "openmp": bool(_C.openmp()),
+    }
+
+
+def use_extension(*tensors: torch.Tensor) -> bool:
+    """Whether the extension has kernels for the devices of all ``tensors``."""
+    devices = extension_devices()
+    return bool(devices) and all(t.device.type in devices for t in tensors)
