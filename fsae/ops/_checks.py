@@ -66,6 +66,4 @@ def check_logits(name: str, logits: torch.Tensor) -> None:
     """CAM logits ``(B, C+1, H, W)`` with at least one foreground class."""
     check_rank4(name, logits, "(B, C+1, H, W)")
     if logits.shape[1] < 2:
-        raise ValueError(
-            f"{name} must have C+1 >= 2 channels (background + at least one class), got {logits.shape[1]}"
-        )
+        raise ValueError(f"{name} must have C+1 >= 2 channels (background + at least one class), got {logits.shape[1]}")

@@ -91,7 +91,9 @@ def cams_to_labels(
     else:
         _checks.check_nonnegative("bg_power", bg_power)
     if labels is not None:
-        _checks.check_labels(labels, norm_cams.shape[0], norm_cams.shape[1], f"norm_cams of shape {tuple(norm_cams.shape)}")
+        _checks.check_labels(
+            labels, norm_cams.shape[0], norm_cams.shape[1], f"norm_cams of shape {tuple(norm_cams.shape)}"
+        )
         _checks.check_same_device(norm_cams=norm_cams, labels=labels)
     if not use_extension(norm_cams):
         return reference.cams_to_labels(norm_cams, labels, bg_threshold, bg_power)
