@@ -13,13 +13,13 @@
 // `scalar_t` the storage type (float, double, c10::Half, c10::BFloat16).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
 #if defined(__CUDACC__)
 #define FSAE_HD __host__ __device__ __forceinline__
 #else
-#include <cmath>
 #define FSAE_HD inline __attribute__((always_inline))
 #endif
 

@@ -168,8 +168,9 @@ class ExpansionLossFunction(torch.autograd.Function):
 
     ``forward(student, teacher, present, conf_threshold, ring_threshold,
     ring_kernel, exclude, boundary_weight)`` returns ``(loss, *masks)``; the
-    teacher and the masks get no gradient.  Inputs must be contiguous, of one
-    dtype, and ``present`` a contiguous ``(B, C)`` bool tensor.
+    teacher and the masks get no gradient; the backward is not itself
+    differentiable (second derivatives raise).  Inputs must be contiguous, of
+    one dtype, and ``present`` a contiguous ``(B, C)`` bool tensor.
     """
 
     @staticmethod
@@ -185,6 +186,7 @@ class ExpansionLossFunction(torch.autograd.Function):
         return (loss, *masks)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss, *_):
         student, lse, pseudo_label, conf_mask, ring_mask, present = ctx.saved_tensors
         grad_student = None
