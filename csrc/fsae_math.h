@@ -240,26 +240,28 @@ FSAE_HD T pixel_weight(bool conf, bool ring, bool separate_boundary, T boundary_
   return separate_boundary ? split_w : union_w;
 }
 
-// d(scale * CE)/dl_c = scale * (softmax_c - [c == target]) for present channels, 0 for absent ones.
+// d(scale * CE)/dl_c = scale * (softmax_c - [c == target]) for a present channel c.
 template <typename T>
-FSAE_HD T cross_entropy_grad(T l, T lse, bool is_target, bool on, T scale) {
-  const T g = scale * (math::exp(l - lse) - (is_target ? T(1) : T(0)));
-  return on ? g : T(0);
+FSAE_HD T cross_entropy_grad(T l, T lse, bool is_target, T scale) {
+  return scale * (math::exp(l - lse) - (is_target ? T(1) : T(0)));
 }
 
+// Per lane: the gradient of scale * CE w.r.t. the raw logits.  Absent channels get 0
+// in both absent modes (their masked logit is a constant).
 template <typename scalar_t, typename T>
 FSAE_HD void cross_entropy_grad_lanes(const scalar_t* __restrict__ x, int64_t stride, int channels,
-                                      const bool* __restrict__ present, bool exclude, int n,
-                                      const int64_t* __restrict__ target, const T* __restrict__ lse,
-                                      const T* __restrict__ scale, scalar_t* __restrict__ grad) {
-  const T absent = absent_logit<T>(exclude);
+                                      const bool* __restrict__ present, int n, const int64_t* __restrict__ target,
+                                      const T* __restrict__ lse, const T* __restrict__ scale,
+                                      scalar_t* __restrict__ grad) {
   for (int c = 0; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     scalar_t* __restrict__ gc = grad + c * stride;
-    const bool on = channel_present(present, c);
+    if (!channel_present(present, c)) {
+      for (int i = 0; i < n; ++i) gc[i] = scalar_t(0);
+      continue;
+    }
     for (int i = 0; i < n; ++i) {
-      const T l = on ? static_cast<T>(xc[i]) : absent;
-      gc[i] = static_cast<scalar_t>(cross_entropy_grad(l, lse[i], target[i] == c, on, scale[i]));
+      gc[i] = static_cast<scalar_t>(cross_entropy_grad(static_cast<T>(xc[i]), lse[i], target[i] == c, scale[i]));
     }
   }
 }

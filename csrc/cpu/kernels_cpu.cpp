@@ -141,10 +141,10 @@ FSAE_CPU_CLONES acc_type<scalar_t> student_tile(const scalar_t* __restrict__ x, 
 
 template <typename scalar_t>
 FSAE_CPU_CLONES void grad_tile(const scalar_t* __restrict__ x, int64_t stride, int channels,
-                               const bool* __restrict__ present, bool exclude, int n, const int64_t* __restrict__ label,
+                               const bool* __restrict__ present, int n, const int64_t* __restrict__ label,
                                const acc_type<scalar_t>* __restrict__ lse, const acc_type<scalar_t>* __restrict__ scale,
                                scalar_t* __restrict__ grad) {
-  m::cross_entropy_grad_lanes(x, stride, channels, present, exclude, n, label, lse, scale, grad);
+  m::cross_entropy_grad_lanes(x, stride, channels, present, n, label, lse, scale, grad);
 }
 
 template <typename scalar_t>
@@ -295,8 +295,8 @@ void expansion_backward(const at::Tensor& grad_loss, const at::Tensor& student, 
           any = any || scale[i] != T(0);
         }
         if (any) {
-          grad_tile(xs + offset, tiles.pixels, static_cast<int>(channels), pres + b * classes, params.exclude, n,
-                    label + p, lse_p + p, scale, g + offset);
+          grad_tile(xs + offset, tiles.pixels, static_cast<int>(channels), pres + b * classes, n, label + p,
+                    lse_p + p, scale, g + offset);
         } else {
           zero_channels(g + offset, tiles.pixels, static_cast<int>(channels), n);
         }

@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kThreads)
     if (scale == T(0)) {
       for (int c = 0; c < channels; ++c) grad[offset + c * pixels] = scalar_t(0);
     } else {
-      m::cross_entropy_grad_lanes(x + offset, pixels, channels, present + b * (channels - 1), exclude, 1, label + idx,
+      m::cross_entropy_grad_lanes(x + offset, pixels, channels, present + b * (channels - 1), 1, label + idx,
                                   lse + idx, &scale, grad + offset);
     }
   }
