@@ -34,6 +34,12 @@ def _load() -> tuple[ModuleType | None, str]:
 
 
 _C, _STATUS = _load()
+# Fixed at import (and a plain constant, so torch.compile traces the dispatch without calling into _C).
+_DEVICES: frozenset[str] = (
+    frozenset() if _C is None else frozenset({"cpu", "cuda"}) if _C.cuda_compiled() else frozenset({"cpu"})
+)
+if _C is not None:
+    from fsae.ops import _fake  # noqa: F401  (shape functions of torch.ops.fsae.* for torch.compile)
 
 
 def has_extension() -> bool:
@@ -43,9 +49,7 @@ def has_extension() -> bool:
 
 def extension_devices() -> frozenset[str]:
     """Device types the loaded extension has kernels for (empty without it)."""
-    if _C is None:
-        return frozenset()
-    return frozenset({"cpu", "cuda"}) if _C.cuda_compiled() else frozenset({"cpu"})
+    return _DEVICES
 
 
 def build_info() -> dict[str, object]:
@@ -63,5 +67,4 @@ def build_info() -> dict[str, object]:
 
 def use_extension(*tensors: torch.Tensor) -> bool:
     """Whether the extension has kernels for the devices of all ``tensors``."""
-    devices = extension_devices()
-    return bool(devices) and all(t.device.type in devices for t in tensors)
+    return bool(_DEVICES) and all(t.device.type in _DEVICES for t in tensors)
