@@ -23,7 +23,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/pip install $(TORCH) ninja "setuptools>=64" wheel
+	$(BIN)/pip install $(TORCH) ninja "setuptools>=77" wheel
 	$(BIN)/pip install --no-build-isolation -e ".[test]"
 	$(BIN)/python -c "import fsae.ops; print('fsae build:', fsae.ops.build_info())"
 	touch $@

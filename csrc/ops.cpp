@@ -138,6 +138,7 @@ struct Ops {
                                             std::optional<double> boundary_weight) {
     check_maps(student, "student_logits", 2);
     TORCH_CHECK(grad_loss.numel() == 1, "fsae: grad_loss must be a scalar");
+    TORCH_CHECK(grad_loss.device() == student.device(), "fsae: grad_loss must be on ", student.device());
     const ExpansionParams params = make_params(0.0, 0.0, 1, exclude, boundary_weight);
     const at::Tensor s = student.contiguous();
     const at::Tensor p = checked_present(present, s, s.size(1) - 1);

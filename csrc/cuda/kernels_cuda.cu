@@ -263,6 +263,7 @@ void cam_normalize(const at::Tensor& cams, const at::Tensor& present, bool minma
     using T = acc_type<scalar_t>;
     at::Tensor stats = at::empty({maps * chunks * int64_t(sizeof(MinMax<T>))}, cams.options().dtype(at::kByte));
     auto* stats_p = reinterpret_cast<MinMax<T>*>(stats.mutable_data_ptr<uint8_t>());
+    TORCH_CHECK(maps * chunks <= std::numeric_limits<int32_t>::max(), "fsae: cams too large for one launch");
     const auto blocks = static_cast<unsigned int>(maps * chunks);
     map_stats_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(cams.const_data_ptr<scalar_t>(), size, chunks, pres,
                                                                 stats_p);
