@@ -1,0 +1,247 @@
+"""The dataset machinery shared by the VOC and COCO loaders.
+
+A :class:`SegmentationDataset` is a list of ids with an image path and
+(optionally) a mask path per id.  Image-level labels are derived from the
+masks (every value other than 0 and 255), computed once and cached in a small
+JSON file that is recomputed when any mask file changes.  Errors are one line
+naming the file: :class:`DatasetError` (a ``ValueError``).
+
+Samples are dicts.  The loader reads ``image`` (``uint8 (H, W, 3)`` RGB) and
+``mask`` (``uint8 (H, W)``, when the split has masks), calls the optional
+``transform(sample, rng)`` (geometry only, see :mod:`fsae.data.transforms`;
+``rng`` is a ``numpy.random.Generator`` seeded from ``(seed, epoch, index)``,
+so the draws do not depend on the number of workers or processes), then
+returns tensors: every ``image*`` array as ``uint8 (3, H, W)``, every
+``mask*`` array as ``int64 (H, W)``, ``labels`` as ``float32 (C,)``
+multi-hot, ``id`` as ``str``, plus whatever the transform recorded (e.g.
+``geometry``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from fsae.data.palette import IGNORE_INDEX, read_label_png
+
+__all__ = ["DatasetError", "SegmentationDataset", "Transform"]
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
+CACHE_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset problem a user must fix (missing folder or file, unreadable image, bad mask)."""
+
+
+def read_image(path: Path) -> np.ndarray:
+    """``uint8 (H, W, 3)`` RGB; :class:`DatasetError` naming the file if it is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DatasetError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"unreadable image {path}: {err}") from None
+
+
+def read_mask(path: Path, num_classes: int, lut: np.ndarray | None = None) -> np.ndarray:
+    """``uint8 (H, W)`` class ids 0..C and 255, after the optional value lookup table ``lut``."""
+    try:
+        mask = read_label_png(path)
+    except FileNotFoundError:
+        raise DatasetError(f"mask not found: {path}") from None
+    except ValueError as err:
+        raise DatasetError(str(err)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"unreadable mask {path}: {err}") from None
+    if lut is not None:
+        mask = lut[mask]
+    bad = (mask > num_classes) & (mask != IGNORE_INDEX)
+    if bad.any():
+        values = sorted(set(np.unique(mask[bad]).tolist()))
+        raise DatasetError(
+            f"mask {path} has values {values[:5]} outside 0..{num_classes} and {IGNORE_INDEX} "
+            f"(wrong mask folder, or RGB colour masks instead of class-id PNGs?)"
+        )
+    return mask
+
+
+def labels_from_mask(mask: np.ndarray, num_classes: int) -> list[int]:
+    """Foreground classes present in a mask: the values other than 0 and 255, as 1..C."""
+    values = np.unique(mask)
+    return [int(v) for v in values if 0 < v <= num_classes]
+
+
+def _signature(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha1()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
+
+
+def cached_labels(
+    mask_paths: dict[str, Path], num_classes: int, cache_file: Path, lut: np.ndarray | None = None
+) -> dict[str, list[int]]:
+    """Image labels (class ids 1..C) of every mask, from ``cache_file`` when it is up to date.
+
+    The cache is keyed by the masks' names, sizes and modification times; any
+    change recomputes it.  When ``cache_file`` cannot be written the labels are
+    still returned (with a warning).
+    """
+    ids = sorted(mask_paths)
+    signature = _signature([mask_paths[i] for i in ids])
+    if cache_file.exists():
+        try:
+            cached = json.loads(cache_file.read_text())
+            if cached.get("version") == CACHE_VERSION and cached.get("signature") == signature:
+                return {i: cached["labels"][i] for i in ids}
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignoring unreadable label cache %s", cache_file)
+    labels = {}
+    for i in _progress(ids, f"deriving image labels from {len(ids)} masks"):
+        labels[i] = labels_from_mask(read_mask(mask_paths[i], num_classes, lut), num_classes)
+    payload = {"version": CACHE_VERSION, "signature": signature, "num_classes": num_classes, "labels": labels}
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(cache_file)  # atomic: a concurrent reader sees the old or the new file
+    except OSError as err:
+        log.warning("could not write the label cache %s (%s); labels will be derived again next time", cache_file, err)
+    return labels
+
+
+def _progress(items: Sequence[str], description: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional here
+        return items
+    return tqdm(items, desc=description, disable=len(items) < 500, leave=False)
+
+
+class SegmentationDataset(Dataset):
+    """Ids with images, optional masks and mask-derived image labels.
+
+    Args:
+        ids: sample ids, in order.
+        image_paths / mask_paths: per id; ``mask_paths`` None for a split without masks.
+        num_classes: C, the number of foreground classes.
+        class_names: C+1 names, background first.
+        label_cache: JSON file for the derived labels (see :func:`cached_labels`).
+        transform: ``transform(sample, rng) -> sample`` (geometry; see module docstring).
+        seed: base seed of the per-sample generators; :meth:`set_epoch` varies them per epoch.
+        on_error: ``"raise"`` (default) stops at an unreadable image or mask with a one-line
+            error naming the file; ``"skip"`` logs it, counts it in ``skipped`` and returns the
+            next readable sample instead (for long runs over data with a few corrupt files).
+        mask_lut: optional ``uint8 (256,)`` table applied to raw mask values (e.g. COCO ids).
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        image_paths: dict[str, Path],
+        mask_paths: dict[str, Path] | None,
+        num_classes: int,
+        class_names: Sequence[str],
+        label_cache: Path | None,
+        transform: Transform | None = None,
+        seed: int = 0,
+        on_error: str = "raise",
+        mask_lut: np.ndarray | None = None,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.ids = list(ids)
+        self.image_paths = image_paths
+        self.mask_paths = mask_paths
+        self.num_classes = num_classes
+        self.class_names = tuple(class_names)
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.on_error = on_error
+        self.mask_lut = mask_lut
+        self.skipped = 0
+        missing = [image_paths[i] for i in self.ids if not image_paths[i].is_file()]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DatasetError(f"image not found: {missing[0]}{more}")
+        self.labels: dict[str, list[int]] | None = None
+        if mask_paths is not None:
+            absent = [mask_paths[i] for i in self.ids if not mask_paths[i].is_file()]
+            if absent:
+                more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+                raise DatasetError(f"mask not found: {absent[0]}{more}")
+            if label_cache is not None:
+                self.labels = cached_labels({i: mask_paths[i] for i in self.ids}, num_classes, label_cache, mask_lut)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary the random geometry per epoch (call before each epoch, like a DistributedSampler)."""
+        self.epoch = epoch
+
+    def label_vector(self, index: int) -> torch.Tensor:
+        """``float32 (C,)`` multi-hot image label of sample ``index``."""
+        vector = torch.zeros(self.num_classes, dtype=torch.float32)
+        if self.labels is not None:
+            for k in self.labels[self.ids[index]]:
+                vector[k - 1] = 1.0
+        return vector
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.on_error == "raise":
+            return self._load(index)
+        for attempt in range(len(self)):
+            try:
+                return self._load((index + attempt) % len(self))
+            except DatasetError as err:
+                self.skipped += 1
+                log.warning(
+                    "skipping sample %d (%d skipped so far): %s", (index + attempt) % len(self), self.skipped, err
+                )
+        raise DatasetError("every sample of the dataset failed to load")
+
+    def _load(self, index: int) -> dict[str, Any]:
+        sample_id = self.ids[index]
+        sample: dict[str, Any] = {"image": read_image(self.image_paths[sample_id])}
+        if self.mask_paths is not None:
+            mask = read_mask(self.mask_paths[sample_id], self.num_classes, self.mask_lut)
+            if mask.shape != sample["image"].shape[:2]:
+                raise DatasetError(
+                    f"mask {self.mask_paths[sample_id]} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                    f"{sample['image'].shape[1]}x{sample['image'].shape[0]}"
+                )
+            sample["mask"] = mask
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            sample = self.transform(sample, rng)
+        out = {key: _to_tensor(key, value) for key, value in sample.items()}
+        out["labels"] = self.label_vector(index)
+        out["id"] = sample_id
+        return out
+
+
+def _to_tensor(key: str, value: Any) -> Any:
+    if not isinstance(value, np.ndarray):
+        return value
+    if key.startswith("image"):
+        return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1)))
+    if key.startswith("mask"):
+        return torch.from_numpy(value.astype(np.int64))
+    return torch.from_numpy(value)

@@ -1,0 +1,191 @@
+"""Geometry transforms for training crops (CPU, in the data loader).
+
+Photometric work is not done here: it runs batched on the training device
+(:mod:`fsae.augment`).  Each transform is ``transform(sample, rng) -> sample``
+on dicts holding ``image`` (``uint8 (H, W, 3)``) and optionally ``mask``
+(``uint8 (H, W)``), with ``rng`` a ``numpy.random.Generator``; each records
+what it drew in ``sample["geometry"]`` (a flat dict of ints, which the default
+collate turns into ``(B,)`` tensors), so views can be aligned and a crop can be
+mapped back to its image:
+
+* ``orig_h, orig_w``: size of the loaded image;
+* ``resized_h, resized_w``: after :class:`RandomResizeLong`;
+* ``flip``: 1 when :class:`RandomHorizontalFlip` flipped;
+* ``crop_y, crop_x``: top-left of the crop window in the resized (flipped)
+  image; negative when the image was smaller than the crop and was padded.
+
+METHOD.md §3 weak-view geometry: :func:`train_geometry` (long side
+U{448..768}, flip 0.5, 448 crop); COCO: ``train_geometry(321, (256, 448))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fsae.data.palette import IGNORE_INDEX
+
+__all__ = [
+    "IMAGENET_MEAN_RGB",
+    "Compose",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "RandomResizeLong",
+    "SecondView",
+    "train_geometry",
+]
+
+# ImageNet mean as uint8: padding with it gives 0 after ImageNet normalisation, as in the
+# original code, which padded the normalised image with zeros.
+IMAGENET_MEAN_RGB = (124, 116, 104)
+
+Sample = dict[str, Any]
+
+
+def _geometry(sample: Sample) -> dict[str, int]:
+    image = sample["image"]
+    return sample.setdefault(
+        "geometry",
+        {
+            "orig_h": image.shape[0],
+            "orig_w": image.shape[1],
+            "resized_h": image.shape[0],
+            "resized_w": image.shape[1],
+            "flip": 0,
+            "crop_y": 0,
+            "crop_x": 0,
+        },
+    )
+
+
+def _resize(array: np.ndarray, height: int, width: int, resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(array).resize((width, height), resample))
+
+
+class Compose:
+    """Apply transforms in order with one generator."""
+
+    def __init__(self, transforms: Sequence[Any]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for transform in self.transforms:
+            sample = transform(sample, rng)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms})"
+
+
+class RandomResizeLong:
+    """Resize so the long side is an integer drawn from U{min_long..max_long}: image bicubic, mask nearest."""
+
+    def __init__(self, min_long: int, max_long: int) -> None:
+        if not 0 < min_long <= max_long:
+            raise ValueError(f"need 0 < min_long <= max_long, got {min_long}, {max_long}")
+        self.min_long, self.max_long = min_long, max_long
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        geometry = _geometry(sample)
+        height, width = sample["image"].shape[:2]
+        target = int(rng.integers(self.min_long, self.max_long + 1))
+        scale = target / max(height, width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        sample["image"] = _resize(sample["image"], new_h, new_w, Image.Resampling.BICUBIC)
+        if "mask" in sample:
+            sample["mask"] = _resize(sample["mask"], new_h, new_w, Image.Resampling.NEAREST)
+        geometry["resized_h"], geometry["resized_w"] = new_h, new_w
+        return sample
+
+    def __repr__(self) -> str:
+        return f"RandomResizeLong({self.min_long}, {self.max_long})"
+
+
+class RandomHorizontalFlip:
+    """Flip image and mask left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        geometry = _geometry(sample)
+        flip = bool(rng.random() < self.p)
+        if flip:
+            sample["image"] = sample["image"][:, ::-1]
+            if "mask" in sample:
+                sample["mask"] = sample["mask"][:, ::-1]
+        geometry["flip"] = int(flip)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomCrop:
+    """A ``size x size`` crop at a random position; a smaller image is placed at a random offset
+    on a canvas filled with ``image_fill`` (ImageNet mean: 0 after normalisation) and ``mask_fill`` (255)."""
+
+    def __init__(self, size: int, image_fill: Sequence[int] = IMAGENET_MEAN_RGB, mask_fill: int = IGNORE_INDEX) -> None:
+        if size < 1:
+            raise ValueError(f"crop size must be >= 1, got {size}")
+        self.size, self.image_fill, self.mask_fill = size, tuple(image_fill), mask_fill
+
+    def _offsets(self, length: int, rng: np.random.Generator) -> int:
+        """Crop start in image coordinates: >= 0 inside the image, < 0 when padding."""
+        space = length - self.size
+        return int(rng.integers(0, space + 1)) if space >= 0 else -int(rng.integers(0, -space + 1))
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        geometry = _geometry(sample)
+        height, width = sample["image"].shape[:2]
+        y, x = self._offsets(height, rng), self._offsets(width, rng)
+        sample["image"] = self._crop(sample["image"], y, x, np.array(self.image_fill, dtype=np.uint8))
+        if "mask" in sample:
+            sample["mask"] = self._crop(sample["mask"], y, x, np.uint8(self.mask_fill))
+        geometry["crop_y"], geometry["crop_x"] = y, x
+        return sample
+
+    def _crop(self, array: np.ndarray, y: int, x: int, fill: np.ndarray) -> np.ndarray:
+        canvas = np.empty((self.size, self.size, *array.shape[2:]), dtype=array.dtype)
+        canvas[...] = fill
+        src_y, src_x = max(y, 0), max(x, 0)
+        dst_y, dst_x = max(-y, 0), max(-x, 0)
+        h = min(array.shape[0] - src_y, self.size - dst_y)
+        w = min(array.shape[1] - src_x, self.size - dst_x)
+        canvas[dst_y : dst_y + h, dst_x : dst_x + w] = array[src_y : src_y + h, src_x : src_x + w]
+        return canvas
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.size})"
+
+
+class SecondView:
+    """PPC's second view: the crop resized to ``size x size`` (bilinear) as ``image_small``."""
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = size
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sample["image_small"] = _resize(sample["image"], self.size, self.size, Image.Resampling.BILINEAR)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"SecondView({self.size})"
+
+
+def train_geometry(
+    crop_size: int = 448,
+    long_side: tuple[int, int] = (448, 768),
+    flip_p: float = 0.5,
+    second_view: int | None = None,
+) -> Compose:
+    """The training geometry of METHOD.md §3: resize long side, flip, crop (+ optional second view)."""
+    transforms: list[Any] = [RandomResizeLong(*long_side), RandomHorizontalFlip(flip_p), RandomCrop(crop_size)]
+    if second_view is not None:
+        transforms.append(SecondView(second_view))
+    return Compose(transforms)
