@@ -2,6 +2,10 @@
 
 * :class:`FSAELoss` / :func:`fsae_loss`: the FSAE expansion term (METHOD.md §2).
 * :class:`EMATeacher`: the exponential-moving-average teacher it needs.
+* Base-method terms (pure functions, background = channel 0): :mod:`fsae.losses.seam`
+  (classification, background suppression, ER, ECR), :mod:`fsae.losses.eps` (saliency),
+  :mod:`fsae.losses.ppc` (pixel-to-prototype contrast), :mod:`fsae.losses.sipe`,
+  :mod:`fsae.losses.mctformer`.
 
 Three lines in a foreign training loop::
 
@@ -10,7 +14,19 @@ Three lines in a foreign training loop::
     teacher.update(model)                                               # after optimizer.step()
 """
 
+from fsae.losses import eps, mctformer, ppc, seam, sipe
 from fsae.losses.ema import EMATeacher, unwrap_model
 from fsae.losses.expansion import FSAELoss, expansion_stats, fsae_loss
 
-__all__ = ["EMATeacher", "FSAELoss", "expansion_stats", "fsae_loss", "unwrap_model"]
+__all__ = [
+    "EMATeacher",
+    "FSAELoss",
+    "eps",
+    "expansion_stats",
+    "fsae_loss",
+    "mctformer",
+    "ppc",
+    "seam",
+    "sipe",
+    "unwrap_model",
+]
