@@ -10,6 +10,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1
+TORCHVISION ?= torchvision==0.29.1
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(firstword $(wildcard /usr/local/cuda/bin/nvcc)))
 MAX_JOBS ?= 2
 export CUDA_HOME MAX_JOBS
@@ -23,7 +24,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python $(SOURCES)
-	$(BIN)/pip install $(TORCH) ninja "setuptools>=77" wheel
+	$(BIN)/pip install $(TORCH) $(TORCHVISION) ninja "setuptools>=77" wheel
 	$(BIN)/pip install --no-build-isolation -e ".[test]"
 	$(BIN)/python -c "import fsae.ops; print('fsae build:', fsae.ops.build_info())"
 	touch $@
