@@ -1,0 +1,121 @@
+"""PPC (Du et al., CVPR 2022) on SEAM, the base method of the paper's FSAE numbers (METHOD.md §4).
+
+One step sees the weak crop ``x1`` (448 px) and ``x2`` = ``x1`` resized to 128 px; the losses are
+
+* ``cls``: multilabel soft-margin on both views' image logits (GAP of the foreground CAM logits) + SEAM's
+  background suppression on both views' PCM-refined CAMs (each pair averaged);
+* ``er`` / ``ecr``: SEAM's equivariant (cross) regularisation between the views;
+* ``nce``: PPC's pixel-to-prototype contrast on the refined CAMs and the projections (weight 0.1, T 0.1);
+* ``sal``: EPS's saliency loss on the CAM and the refined CAM of both views, averaged (only with saliency maps;
+  without them the method is "PPC on SEAM").
+
+FSAE attaches directly: the network has a background logit, so ``cam_logits`` are fc8's ``(B, C+1, h, w)``
+outputs; the strong view shares the backbone pass with ``x1`` (one batch) and only gets fc8.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fsae.losses import eps, ppc, seam
+from fsae.methods.base import StepOutput, WSSSMethod
+from fsae.models.ppc_net import PPCNet
+
+__all__ = ["PPCMethod"]
+
+
+class PPCMethod(WSSSMethod):
+    """PPC with an optional EPS saliency term; FSAE attaches to fc8's logits.
+
+    Args:
+        num_classes: C (20 for VOC, 80 for COCO).
+        backbone, pretrained, pretrained_path, freeze_bn, freeze_stem: see :class:`~fsae.models.ppc_net.PPCNet`.
+        small_size: side of the second view (128).
+        nce_weight, temperature: PPC contrast weight (0.1) and temperature (0.1).
+        saliency_tau, saliency_alpha: EPS (tau 0.4; alpha 0.5 VOC / 0.9 COCO).
+        ppc_channel_quirk: reproduce PPC's off-by-one channel slice in ECR (see :func:`fsae.losses.seam.max_onehot`).
+    """
+
+    name = "ppc"
+
+    def __init__(
+        self,
+        num_classes: int = 20,
+        backbone: str = "resnet38d",
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        freeze_bn: bool = True,
+        freeze_stem: bool = True,
+        small_size: int = 128,
+        nce_weight: float = 0.1,
+        temperature: float = 0.1,
+        saliency_tau: float = 0.4,
+        saliency_alpha: float = 0.5,
+        ppc_channel_quirk: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.net = PPCNet(num_classes, backbone, pretrained, pretrained_path, freeze_bn, freeze_stem)
+        self.small_size = small_size
+        self.nce_weight, self.temperature = nce_weight, temperature
+        self.saliency_tau, self.saliency_alpha = saliency_tau, saliency_alpha
+        self.ppc_channel_quirk = ppc_channel_quirk
+
+    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.cam_logits(images)
+
+    def training_step(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        strong: torch.Tensor | None = None,
+        images_small: torch.Tensor | None = None,
+        saliency: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        if images_small is None:
+            size = (self.small_size, self.small_size)
+            images_small = F.interpolate(images, size, mode="bilinear", align_corners=True)
+        out1 = self.net(images, extra=strong)
+        out2 = self.net(images_small)
+        cam1, cam2 = out1["cam_logits"], out2["cam_logits"]
+        ref1, ref2 = out1["refined"], out2["refined"]
+
+        image_logits = [cam.mean(dim=(2, 3))[:, 1:] for cam in (cam1, cam2)]
+        classification = sum(seam.multilabel_soft_margin(logits, labels) for logits in image_logits) / 2
+        suppression = (seam.background_suppression(ref1, labels) + seam.background_suppression(ref2, labels)) / 2
+        losses = {
+            "cls": classification + suppression,
+            "er": seam.equivariant_regularization(cam1, cam2, labels),
+            "ecr": seam.equivariant_cross_regularization(
+                cam1, cam2, ref1, ref2, labels, ppc_channel_quirk=self.ppc_channel_quirk
+            ),
+            "nce": ppc.ppc_contrast_loss(
+                ref1,
+                ref2,
+                out1["embeddings"],
+                out2["embeddings"],
+                labels,
+                weight=self.nce_weight,
+                temperature=self.temperature,
+                generator=generator,
+            ),
+        }
+        if saliency is not None:
+            small = F.interpolate(saliency, images_small.shape[-2:], mode="bilinear", align_corners=True)
+            terms = [
+                eps.saliency_loss(maps, sal, labels, self.saliency_tau, self.saliency_alpha)[0]
+                for maps, sal in ((cam1, saliency), (ref1, saliency), (cam2, small), (ref2, small))
+            ]
+            losses["sal"] = sum(terms) / len(terms)
+        extras = {"image_logits": image_logits[0].detach()}
+        return StepOutput(losses, out1.get("extra_cam_logits"), extras)
+
+    def parameter_groups(self) -> list[dict]:
+        new = {id(p) for module in self.net.new_modules() for p in module.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in trainable if id(p) not in new], "lr_mult": 1.0},
+            {"params": [p for p in trainable if id(p) in new], "lr_mult": 10.0},
+        ]
