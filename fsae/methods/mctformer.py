@@ -1,0 +1,225 @@
+"""MCTformer-V2 as a :class:`~fsae.methods.base.WSSSMethod`, and how FSAE attaches to it.
+
+Base method (METHOD.md §5): :class:`~fsae.models.mctformer_net.MCTformerV2Net` trained with
+:func:`fsae.losses.mctformer.mctformer_loss` on the weak view: ``cls_token`` = multilabel soft margin on the
+class-token logits, ``cls_patch`` = the same on the global average pool of the patch CAM.
+
+How FSAE attaches
+-----------------
+MCTformer has no background logit, so the CAM logits ``(B, C+1, h, w)`` that FSAE needs are *derived* from
+normalised class maps (``fsae_attach``; both forms are differentiable and cost one extra forward of the strong view):
+
+1. maps ``m (B, C, h, w)``: ``"derived"`` (default) the raw patch CAM of the conv head; ``"fused"`` the attention-
+   weighted CAM ``attn_maps * relu(patch_cam)`` (class-to-patch attention of the last ``attn_layers`` blocks, only
+   the C class query rows, so it stays cheap), gradient reaching the attention as well as the head.
+2. ``n_k = relu(m_k) / (max_hw relu(m_k) + 1e-5)`` (:func:`fsae.ops.cam_normalize`, mode "max"), then, with
+   ``gate=True`` (default), ``n_k *= sigmoid(s_k)`` where ``s_k`` is the detached image-level logit of the patch
+   head (``patch_logits``). Without labels every map is max-normalised to peak near 1, absent classes included,
+   and the label-free background below would be suppressed wherever an absent class peaks; the gate lets a class
+   claim pixels only as far as the image classifier believes it is present. It is detached so that FSAE's
+   background pixels do not push the image-level scores down (those belong to ``cls_patch``).
+3. ``p = [1 - max_k n_k, n_1, ..., n_C]`` (background first), and
+   ``logits = log(max(p, floor)) - log(floor)`` with ``floor = prob_floor = 1e-4``.
+
+``softmax(logits) = max(p, floor) / sum(max(p, floor))``: the normalised distribution. Where one class fires alone
+the sum is 1 (up to the floor) and ``softmax_k = n_k``. The ``- log(floor)`` shift makes every logit >= 0 and a
+logit of 0 the same as a map at the floor: FSAE's original label masking (``absent="zero"``, absent-class logits set
+to 0) then means "this class is absent", as intended, instead of turning absent classes into probability-1 maps
+(with plain ``log p <= 0`` logits, 0 would be the *largest* value). ``absent="exclude"`` works unchanged.
+
+Why the 0.95 confidence is reachable: at a pixel where class k peaks (``n_k = sigmoid(s_k)``) and no other map is
+active, ``p = [1 - sigmoid(s_k), sigmoid(s_k), floor, ...]``, so the confidence is ``~sigmoid(s_k) / (1 + C * floor)``:
+>= 0.95 once the classifier gives the class >= ~0.95 (C * floor = 0.002 on VOC, 0.008 on COCO). Background is
+confident where all maps are below 0.05. Early in training (scores ~0.5) nothing is confident and FSAE is silent:
+a built-in warm-up. With ``gate=False`` foreground confidence needs only ``n_k >= 0.95``.
+
+A second way, a learned background channel (an extra conv output), is not offered: nothing in MCTformer's losses
+supervises a background map (its image-level losses have no background class), so the channel would be trained
+only by FSAE's own pseudo-labels, which come from the teacher's copy of that same untrained channel.
+
+Inference. ``cam_logits`` uses the same construction. In eval mode with ``eval_cam="refined"`` (default), the maps
+are MCTformer-V2's inference CAMs instead (fused, refined by the patch-to-patch attention of all blocks: the
+original's ``--attention-type fused --layer-index 3 --patch-attn-refine``), so ``fsae.infer`` reproduces the
+published seed pipeline; in train mode (the student, and the EMA teacher in its default "train" mode) the
+``fsae_attach`` maps are used. An EMA teacher in "eval" mode would see the refined CAMs: set ``eval_cam="attach"``
+for a teacher that matches the student.
+
+Optimisation (original ``main.py``): timm AdamW, one learning rate ``5e-4 * batch / 512`` for *all* parameters (no
+higher rate for the new layers), weight decay 0.05 except for biases, norm weights, ``pos_embed`` and ``cls_token``,
+cosine schedule, 60 epochs, 224 crops, drop path 0.1. :meth:`MCTformerMethod.parameter_groups` reproduces the
+decay split (``"weight_decay": 0.0`` on the no-decay groups) and uses ``new_lr_mult=1.0`` by default for the class
+tokens and conv head; ``drop_path_rate`` defaults to 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from fsae.losses.mctformer import mctformer_loss
+from fsae.methods.base import StepOutput, WSSSMethod
+from fsae.models.mctformer_net import MCTformerOutput, MCTformerV2Net
+from fsae.ops import cam_normalize
+
+__all__ = ["EVAL_CAMS", "FSAE_ATTACH", "MCTformerMethod", "derived_cam_logits"]
+
+FSAE_ATTACH = ("derived", "fused")
+EVAL_CAMS = ("refined", "attach")
+
+
+def derived_cam_logits(
+    maps: torch.Tensor,
+    image_logits: torch.Tensor | None = None,
+    prob_floor: float = 1e-4,
+) -> torch.Tensor:
+    """CAM logits ``(B, C+1, h, w)`` (background = channel 0) from class maps without a background.
+
+    ``n = cam_normalize(maps, mode="max")`` (times ``sigmoid(image_logits)`` when given, detached),
+    ``p = [1 - max_c n, n]``, ``logits = log(max(p, prob_floor)) - log(prob_floor)`` (all >= 0).
+
+    Args:
+        maps: ``(B, C, h, w)`` raw class activations (ReLU is applied inside).
+        image_logits: ``(B, C)`` image-level logits for the gate, or None for no gate.
+        prob_floor: lower clamp of ``p`` in (0, 1): the probability of a silent map.
+
+    Returns:
+        float32 (float64 for float64 maps) ``(B, C+1, h, w)``.
+    """
+    dtype = torch.float64 if maps.dtype == torch.float64 else torch.float32
+    n = cam_normalize(maps.to(dtype), mode="max")
+    if image_logits is not None:
+        n = n * image_logits.detach().to(dtype).sigmoid()[:, :, None, None]
+    p = torch.cat([1.0 - n.amax(dim=1, keepdim=True), n], dim=1)
+    return p.clamp_min(prob_floor).log() - math.log(prob_floor)
+
+
+class MCTformerMethod(WSSSMethod):
+    """MCTformer-V2 (DeiT-S/16, C class tokens, conv CAM head) with FSAE attached through derived CAM logits.
+
+    Args:
+        num_classes: C foreground classes.
+        backbone: timm ViT name (``"deit_small_patch16_224"`` as the paper).
+        pretrained: timm's ImageNet weights (needs internet or timm's cache).
+        pretrained_path: local ViT state dict (timm names), e.g. DeiT-S's ``deit_small_patch16_224-cd65a155.pth``.
+        fsae_attach: ``"derived"`` (patch CAM) or ``"fused"`` (attention-weighted patch CAM); module docstring.
+        gate: scale each normalised map by the detached ``sigmoid`` of its image-level patch logit.
+        eval_cam: maps of :meth:`cam_logits` in eval mode: ``"refined"`` (MCTformer-V2's inference CAM) or
+            ``"attach"`` (the ``fsae_attach`` maps, as in train mode).
+        prob_floor: probability floor of the derived logits (C * floor must stay well below 0.05).
+        new_lr_mult: learning-rate multiplier of the class tokens and conv head (1.0: the original's single rate).
+        attn_layers: class-to-patch attention from this many last blocks (3).
+        **backbone_kwargs: to :class:`~fsae.models.mctformer_net.MCTformerV2Net` / ``timm.create_model``
+            (``drop_path_rate`` defaults to 0.1, the original's; ``depth``, ``img_size``, ``final_norm``, ...).
+    """
+
+    name = "mctformer"
+
+    def __init__(
+        self,
+        num_classes: int = 20,
+        backbone: str = "deit_small_patch16_224",
+        pretrained: bool = False,
+        pretrained_path: str | os.PathLike[str] | None = None,
+        fsae_attach: str = "derived",
+        gate: bool = True,
+        eval_cam: str = "refined",
+        prob_floor: float = 1e-4,
+        new_lr_mult: float = 1.0,
+        attn_layers: int = 3,
+        **backbone_kwargs: object,
+    ) -> None:
+        super().__init__()
+        if fsae_attach not in FSAE_ATTACH:
+            raise ValueError(f"fsae_attach must be one of {FSAE_ATTACH}, got {fsae_attach!r}")
+        if eval_cam not in EVAL_CAMS:
+            raise ValueError(f"eval_cam must be one of {EVAL_CAMS}, got {eval_cam!r}")
+        if isinstance(prob_floor, bool) or not isinstance(prob_floor, (int, float)) or not 0.0 < prob_floor < 1.0:
+            raise ValueError(f"prob_floor must be a number in (0, 1), got {prob_floor!r}")
+        if isinstance(new_lr_mult, bool) or not isinstance(new_lr_mult, (int, float)) or not new_lr_mult > 0:
+            raise ValueError(f"new_lr_mult must be a number > 0, got {new_lr_mult!r}")
+        backbone_kwargs.setdefault("drop_path_rate", 0.1)
+        self.net = MCTformerV2Net(
+            num_classes=num_classes,
+            backbone=backbone,
+            pretrained=pretrained,
+            pretrained_path=pretrained_path,
+            attn_layers=attn_layers,
+            **backbone_kwargs,
+        )
+        self.num_classes = num_classes
+        self.fsae_attach = fsae_attach
+        self.gate = bool(gate)
+        self.eval_cam = eval_cam
+        self.prob_floor = float(prob_floor)
+        self.new_lr_mult = float(new_lr_mult)
+
+    def _attach_logits(self, out: MCTformerOutput, maps: torch.Tensor) -> torch.Tensor:
+        return derived_cam_logits(maps, out.patch_logits if self.gate else None, self.prob_floor)
+
+    def _student_logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.fsae_attach == "derived":
+            out = self.net(images, attention="none")
+            return self._attach_logits(out, out.patch_cam)
+        out = self.net(images, attention="class")
+        return self._attach_logits(out, out.fused)
+
+    def training_step(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        strong: torch.Tensor | None = None,
+        images_small: torch.Tensor | None = None,
+        saliency: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """``{"cls_token", "cls_patch"}`` on the weak view; ``strong_logits`` = :meth:`cam_logits` maps of ``strong``.
+
+        ``images_small``, ``saliency`` and ``generator`` are not used (MCTformer trains on one view, no saliency).
+        """
+        out = self.net(images, attention="none")
+        losses = mctformer_loss(out.token_logits, out.patch_cam, labels)
+        strong_logits = None if strong is None else self._student_logits(strong)
+        extras = {"token_logits": out.token_logits.detach(), "patch_logits": out.patch_logits.detach()}
+        return StepOutput(losses=losses, strong_logits=strong_logits, extras=extras)
+
+    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 ``(B, C+1, h, w)`` derived CAM logits (channel 0 = background) at the patch grid (H/16, W/16).
+
+        Train mode: the ``fsae_attach`` maps. Eval mode with ``eval_cam="refined"``: the refined fused CAMs.
+        """
+        if not self.training and self.eval_cam == "refined":
+            out = self.net(images, attention="all")
+            return self._attach_logits(out, out.cams)
+        return self._student_logits(images)
+
+    def parameter_groups(self) -> list[dict]:
+        """Pretrained ViT parameters (``lr_mult`` 1), then the new class tokens and conv head (``new_lr_mult``).
+
+        Each is split as timm's optimizer factory does for the original: parameters with weight decay, then a group
+        with ``"weight_decay": 0.0`` for biases, 1-D (norm) weights, ``pos_embed`` and ``cls_token``. Empty groups
+        are left out; together the groups hold every trainable parameter exactly once.
+        """
+        new_names = set(self.net.new_parameter_names())
+        no_decay_names = self.net.no_weight_decay()
+        buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {
+            (False, True): [],
+            (False, False): [],
+            (True, True): [],
+            (True, False): [],
+        }
+        for name, param in self.net.named_parameters():
+            if not param.requires_grad:
+                continue
+            decay = not (param.ndim <= 1 or name.endswith(".bias") or name in no_decay_names)
+            buckets[(name in new_names, decay)].append(param)
+        groups = []
+        for (new, decay), params in buckets.items():
+            if not params:
+                continue
+            group: dict = {"params": params, "lr_mult": self.new_lr_mult if new else 1.0}
+            if not decay:
+                group["weight_decay"] = 0.0
+            groups.append(group)
+        return groups

@@ -1,0 +1,312 @@
+"""SIPE network and method (fsae.models.sipe_net, fsae.methods.sipe): shapes, hand computations, gradients, FSAE."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from fsae.losses import EMATeacher, FSAELoss
+from fsae.methods.base import StepOutput
+from fsae.methods.sipe import SIPEMethod, derived_cam_logits, seed_background_loss
+from fsae.models.sipe_net import SIPENet, image_specific_cam, seed_iou
+from fsae.ops import expansion_masks
+
+B, C, S = 2, 20, 64  # batch, classes, image size; resnet18 at output stride 16 -> 4x4 maps
+H = S // 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny CPU models run faster and far steadier on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_method(**kwargs) -> SIPEMethod:
+    torch.manual_seed(0)
+    return SIPEMethod(num_classes=C, backbone="resnet18", **kwargs)
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(B, 3, S, S, generator=g)
+    labels = torch.zeros(B, C)
+    labels[0, 3] = 1
+    labels[1, [5, 7]] = 1
+    return images, labels
+
+
+def test_net_outputs_shapes_and_dtypes():
+    net = make_method().net
+    images, labels = batch()
+    out = net(images)
+    assert set(out) == {"cam", "score", "norm_cam"}  # no labels: no seeds, no is_cam
+    out = net(images, labels)
+    expected = {
+        "cam": (B, C, H, H),
+        "score": (B, C),
+        "norm_cam": (B, C + 1, H, H),
+        "features": (B, 128 + 128 + 256 + 256, H, H),
+        "seeds": (B, C + 1, H, H),
+        "prototypes": (B, C + 1, 768),
+        "is_cam": (B, C + 1, H, H),
+    }
+    assert {k: tuple(v.shape) for k, v in out.items()} == expected
+    assert all(v.dtype == torch.float32 for v in out.values())
+    torch.testing.assert_close(out["score"], out["cam"].mean(dim=(2, 3)))
+
+
+def test_norm_cam_background_and_label_mask():
+    net = make_method().net
+    images, labels = batch()
+    with torch.no_grad():
+        free, masked = net(images)["norm_cam"], net(images, labels)["norm_cam"]
+        cam = net(images)["cam"]
+    assert free.min() >= 0 and free.max() <= 1
+    fg = cam.relu() / (cam.relu().amax(dim=(2, 3), keepdim=True) + 1e-5)
+    torch.testing.assert_close(free[:, 1:], fg)
+    torch.testing.assert_close(free[:, 0], 1 - fg.amax(dim=1))
+    # with labels: absent maps zeroed, present maps and the background (1 - max over ALL maps, as SIPE) unchanged
+    present = torch.cat([torch.ones(B, 1), labels], dim=1)[:, :, None, None]
+    torch.testing.assert_close(masked, free * present)
+
+
+def test_seeds_and_is_cam_zero_for_absent_classes():
+    net = make_method().net
+    images, labels = batch()
+    with torch.no_grad():
+        out = net(images, labels)
+    absent = torch.cat([torch.zeros(B, 1), 1 - labels], dim=1).bool()
+    assert out["seeds"][absent].abs().sum() == 0
+    assert out["is_cam"][absent].abs().sum() == 0 and out["prototypes"][absent].abs().sum() == 0
+    assert out["is_cam"].min() >= 0 and out["is_cam"].max() <= 1 + 1e-6
+    assert out["seeds"].sum(dim=1).max() <= 1  # at most one seed per pixel
+    assert set(out["seeds"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_seed_iou_by_hand():
+    # two pixels with orthogonal features: the correlation is the identity
+    feature = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    norm_cam = torch.tensor([[0.5, 0.0], [0.4, 1.0]]).view(1, 2, 1, 2)  # background, class 1
+    # IoU_k(i) = n_k(i) / (1 + sum_j n_kj - n_k(i)); background halved
+    expected = torch.tensor([[0.5 / 1.0 * 0.5, 0.0], [0.4 / 2.0, 1.0 / 1.4]]).view(1, 2, 1, 2)
+    torch.testing.assert_close(seed_iou(norm_cam, feature), expected, atol=1e-4, rtol=0)  # L2 norm's + 1e-5
+
+
+def test_image_specific_cam_by_hand():
+    features = torch.tensor([[1.0, 0.0, 1.0], [0.0, 2.0, 1.0]]).view(1, 2, 1, 3)
+    seeds = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]).view(1, 2, 1, 3)  # class 1 has no seed
+    prototypes, is_cam = image_specific_cam(seeds, features)
+    torch.testing.assert_close(prototypes, torch.tensor([[[1.0, 0.5], [0.0, 0.0]]]))  # mean of (1,0) and (1,1)
+    p = torch.tensor([1.0, 0.5]) / math.hypot(1.0, 0.5)
+    cos = [p[0].item(), p[1].item(), (p.sum() / math.sqrt(2)).item()]
+    torch.testing.assert_close(is_cam, torch.tensor([[cos, [0.0, 0.0, 0.0]]]).view(1, 2, 1, 3))
+
+
+def test_gradients_reach_what_they_should():
+    method = make_method()
+    net = method.net
+    images, labels = batch()
+    # SIPE's detach after stage 2: stem, layer1, layer2 frozen; layer3, layer4 trainable
+    frozen = set(net.frozen_parameters)
+    assert {n.split(".")[0] for n in frozen} == {"conv1", "bn1", "layer1", "layer2"}
+    assert all(not p.requires_grad for n, p in net.backbone.named_parameters() if n in frozen)
+    assert all(p.requires_grad for n, p in net.backbone.named_parameters() if n.startswith(("layer3", "layer4")))
+
+    def grads(loss: torch.Tensor) -> dict[str, bool]:
+        method.zero_grad(set_to_none=True)
+        loss.backward()
+        return {n: p.grad is not None and p.grad.abs().sum().item() > 0 for n, p in method.named_parameters()}
+
+    out = net(images, labels)
+    got = grads(out["is_cam"].sum())  # image-specific branch: side convs only (features detached, seeds argmax'ed)
+    assert all(got[f"net.side.{i}.weight"] for i in range(4))
+    assert not any(v for n, v in got.items() if not n.startswith("net.side."))
+
+    out = net(images, labels)
+    got = grads(out["norm_cam"].sum() + out["score"].sum())  # general branch: classifier and the trainable backbone
+    assert got["net.classifier.weight"] and not any(got[f"net.side.{i}.weight"] for i in range(4))
+    # (timm zero-initialises each block's last BatchNorm, so look at the shortcut convs)
+    assert got["net.backbone.layer4.0.downsample.0.weight"] and got["net.backbone.layer3.0.downsample.0.weight"]
+
+    step = method.training_step(images, labels)
+    got = grads(step.base_loss)
+    assert got["net.classifier.weight"] and all(got[f"net.side.{i}.weight"] for i in range(4))
+    assert all(p.grad is None for n, p in net.backbone.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("attach", ["derived", "learned"])
+def test_parameter_groups_partition_trainable_parameters(attach):
+    method = make_method(fsae_attach=attach)
+    groups = method.parameter_groups()
+    assert [g["lr_mult"] for g in groups] == [1.0, 10.0]
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in method.parameters() if p.requires_grad}
+    new = {id(p) for m in method.net.new_modules() for p in m.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == new
+    assert (method.net.background is not None) == (attach == "learned")
+
+
+def test_batchnorm_modes():
+    images, labels = batch()
+    method = make_method().train()  # "fixed" (SIPE): statistics frozen, affine trainable
+    bns = [m for m in method.net.backbone.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(not m.training for m in bns) and method.net.classifier.training
+    before = [m.running_mean.clone() for m in bns]
+    method.training_step(images, labels, strong=images)
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns, strict=True))
+    assert method.net.backbone.layer3[0].bn1.weight.requires_grad
+    teacher = EMATeacher(method)  # the teacher's train mode keeps them fixed too
+    teacher(images)
+    assert all(not m.training for m in teacher.module.net.backbone.modules() if isinstance(m, _BatchNorm))
+
+    frozen = make_method(batchnorm="frozen").net
+    assert not any(isinstance(m, _BatchNorm) for m in frozen.modules())
+    trained = make_method(batchnorm="train").net.train()
+    assert all(m.training for m in trained.modules() if isinstance(m, _BatchNorm))
+
+
+def test_cam_logits_derived_softmax_is_the_normalised_maps():
+    method = make_method()
+    images, _ = batch()
+    with torch.no_grad():
+        logits = method.cam_logits(images)  # no labels needed
+        norm_cam = method.net(images)["norm_cam"]
+    assert logits.shape == (B, C + 1, H, H) and logits.dtype == torch.float32
+    assert logits.min() >= 0 and logits.max() <= -math.log(method.eps) + 1e-5
+    p = norm_cam.clamp_min(method.eps)
+    torch.testing.assert_close(logits.softmax(dim=1), p / p.sum(dim=1, keepdim=True))
+    torch.testing.assert_close(method(images), logits)  # forward is cam_logits (what EMATeacher calls)
+
+    # bg_power: background p_0 = (1 - max n) ** power
+    cube = derived_cam_logits(norm_cam, bg_power=3.0, eps=1e-4)
+    torch.testing.assert_close(cube[:, 1:], logits[:, 1:])
+    torch.testing.assert_close(cube[:, 0], (norm_cam[:, 0].clamp_min(1e-4) ** 3).clamp_min(1e-4).log() - math.log(1e-4))
+
+
+def test_derived_logits_reach_the_fsae_threshold():
+    # one pixel per case, C = 20, class 3 present; FSAE's "multiply" masking puts absent classes at logit 0 = eps
+    norm_cam = torch.zeros(3, C + 1, 1, 1)
+    norm_cam[0, 4] = 1.0  # class map at its peak, nothing else: conf = 1 / (1 + C * eps)
+    norm_cam[1, 4] = 0.9  # background 1 - 0.9 = 0.1: conf ~ 0.9, not confident
+    norm_cam[2, 0] = 1.0  # pure background
+    norm_cam[1, 0] = 0.1
+    labels = torch.zeros(3, C)
+    labels[:, 3] = 1
+    logits = derived_cam_logits(norm_cam)
+    masks = expansion_masks(logits, labels)
+    conf = masks.confidence.flatten()
+    assert conf[0].item() == pytest.approx(1 / (1 + C * 1e-4), abs=1e-5) and conf[0] >= 0.95
+    assert conf[1].item() == pytest.approx(0.9 / (1.0 + 19 * 1e-4), abs=1e-4)
+    assert masks.conf_mask.flatten().tolist() == [True, False, True]
+    assert masks.pseudo_label.flatten().tolist() == [4, 4, 0]
+
+
+def test_learned_background():
+    method = make_method(fsae_attach="learned")
+    images, labels = batch()
+    out = method.net(images, labels)
+    logits = method.cam_logits(images)
+    assert logits.shape == (B, C + 1, H, H)
+    torch.testing.assert_close(logits, torch.cat([out["bg_logit"], out["cam"]], dim=1))
+    step = method.training_step(images, labels)
+    assert set(step.losses) == {"cls", "gsc", "bg"} and torch.isfinite(step.losses["bg"])
+    method.zero_grad(set_to_none=True)
+    step.losses["bg"].backward()  # trains the background head (and the backbone), not the classifier
+    assert method.net.background.weight.grad.abs().sum() > 0
+    assert method.net.classifier.weight.grad is None
+
+
+def test_seed_background_loss_by_hand():
+    bg = torch.tensor([[[[2.0, 0.0, 5.0]]]], requires_grad=True)  # (1, 1, 1, 3)
+    cam = torch.tensor([[[[1.0, 3.0, 0.0]], [[7.0, 7.0, 7.0]]]])  # class 1 present, class 2 absent (-> 0)
+    labels = torch.tensor([[1.0, 0.0]])
+    seeds = torch.tensor([[[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]]]])  # pixel 2 unseeded
+    loss = seed_background_loss(bg, cam, seeds, labels)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + 1))
+    ce1 = -math.log(math.exp(3) / (1 + math.exp(3) + 1))
+    assert loss.item() == pytest.approx((ce0 + ce1) / 2, abs=1e-5)
+    loss.backward()
+    assert bg.grad[0, 0, 0, 2] == 0
+
+
+@pytest.mark.parametrize("attach", ["derived", "learned"])
+def test_fsae_attached_end_to_end(attach):
+    method = make_method(fsae_attach=attach)
+    teacher = EMATeacher(method)
+    images, labels = batch()
+    step = method.training_step(images, labels, strong=images * 0.8)
+    assert isinstance(step, StepOutput) and set(step.extras) == {"score", "seed_fraction"}
+    assert step.strong_logits.shape == (B, C + 1, H, H)
+    teacher_logits = teacher(images)
+    assert teacher_logits.shape == (B, C + 1, H, H) and not teacher_logits.requires_grad
+    if attach == "learned":  # an untrained background head is never confident: give the teacher a clear background
+        teacher_logits = teacher_logits.clone()
+        teacher_logits[:, 0] = 50.0
+    fsae = FSAELoss()
+    loss = fsae(step.strong_logits, teacher_logits, labels)
+    assert torch.isfinite(loss) and loss > 0 and fsae.last_stats["mask_fraction"] > 0
+    (step.base_loss + loss).backward()
+    assert method.net.classifier.weight.grad.abs().sum() > 0
+    assert method.training_step(images, labels).strong_logits is None
+    assert isinstance(method(images, labels, strong=images), StepOutput)  # forward dispatches (DDP path)
+
+
+def test_overfit_one_batch_with_fsae():
+    method = make_method()
+    teacher = EMATeacher(method, decay=0.9)
+    images, labels = batch()
+    strong = images * 0.8 + 0.1  # photometric change, pixel-aligned
+    optimizer = torch.optim.SGD(
+        [{"params": g["params"], "lr": 0.01 * g["lr_mult"]} for g in method.parameter_groups()], momentum=0.9
+    )
+    fsae = FSAELoss()
+    totals = []
+    for _ in range(15):
+        step = method.training_step(images, labels, strong=strong)
+        loss = step.base_loss + fsae(step.strong_logits, teacher(images), labels)
+        assert all(torch.isfinite(v) for v in step.losses.values()) and torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(method.parameters(), 1.0)  # as SIPE
+        optimizer.step()
+        teacher.update(method)
+        totals.append(loss.item())
+    assert sum(totals[-3:]) / 3 < sum(totals[:3]) / 3
+
+
+def test_pretrained_file_and_autocast(tmp_path):
+    import timm
+
+    torch.manual_seed(3)
+    reference = timm.create_model("resnet18")
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    method = SIPEMethod(num_classes=C, backbone="resnet18", pretrained_path=tmp_path / "resnet18.pth")
+    torch.testing.assert_close(method.net.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    images, labels = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        step = method.training_step(images, labels, strong=images)
+        out = method.net(images, labels)
+    assert out["norm_cam"].dtype == out["is_cam"].dtype == step.strong_logits.dtype == torch.float32
+    assert all(torch.isfinite(v) for v in step.losses.values())
+
+
+def test_other_timm_backbone_and_validation():
+    torch.manual_seed(0)
+    net = SIPENet(num_classes=3, backbone="efficientnet_b0")  # not a FeatureListNet: freezing found by autograd
+    assert net.frozen_parameters and not any(n.startswith("blocks.4") for n in net.frozen_parameters)
+    out = net(torch.randn(1, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0]]))
+    assert out["is_cam"].shape == (1, 4, 4, 4)
+    assert SIPENet(num_classes=3, backbone="resnet18", frozen_levels=0).frozen_parameters == []
+    with pytest.raises(ValueError, match="fsae_attach"):
+        SIPEMethod(backbone="resnet18", fsae_attach="nope")
+    with pytest.raises(ValueError, match="batchnorm"):
+        SIPENet(backbone="resnet18", batchnorm="nope")
+    with pytest.raises(ValueError, match="labels must have shape"):
+        net(torch.randn(1, 3, 64, 64), torch.ones(1, 5))
