@@ -78,9 +78,13 @@ class WSSSMethod(nn.Module):
         """``(B, C+1, h, w)`` CAM logits of ``images``, channel 0 = background."""
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Calling a method gives its CAM logits, so ``EMATeacher(method)(weak)`` is the teacher's view."""
-        return self.cam_logits(images)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, **step_options) -> object:
+        """``method(images)``: CAM logits (so ``EMATeacher(method)(weak)`` is the teacher's view);
+        ``method(images, labels, strong=..., ...)``: :meth:`training_step`.  Training goes through ``forward`` so
+        that a DDP wrapper sees the call and synchronises the gradients."""
+        if labels is None:
+            return self.cam_logits(images)
+        return self.training_step(images, labels, **step_options)
 
     def parameter_groups(self) -> list[dict]:
         """``[{"params": [...], "lr_mult": 1.0}, {"params": [...], "lr_mult": 10.0}]``: pretrained, then new."""
