@@ -1,0 +1,59 @@
+"""Command line of the training recipes (``recipes/voc_fsae.py``, ``recipes/coco_fsae.py``).
+
+Accelerate-example style: :func:`training_function` (config, args) does the work, :func:`main` parses
+arguments, loads and validates the config (errors before any heavy work: one line, exit code 1) and
+calls it.  Run with ``python`` or ``accelerate launch`` alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from fsae.data import DatasetError
+from fsae.engine.config import ConfigError, load_config
+from fsae.engine.trainer import NonFiniteLossError, train
+
+__all__ = ["build_parser", "main", "training_function"]
+
+
+def build_parser(description: str, default_config: Path) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, default=default_config, help=f"YAML config (default {default_config})")
+    parser.add_argument("--data-root", type=Path, help="the VOC2012 / COCO2014 folder (sets data.root)")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where config, logs, checkpoints go")
+    parser.add_argument("--resume", help="'latest' or a checkpoint folder (output-dir/checkpoints/step_*)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optim.lr=0.02 (repeatable)")  # fmt: skip
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="sets train.mixed_precision")
+    parser.add_argument("--max-steps", type=int, help="sets train.max_steps")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train ``config`` into ``args.output_dir`` (resuming from ``args.resume``)."""
+    return train(config, args.output_dir, resume=args.resume, progress=not args.no_progress)
+
+
+def main(argv: list[str] | None = None, description: str = "", default_config: Path | None = None) -> int:
+    args = build_parser(description, default_config).parse_args(argv)
+    try:
+        overrides = list(args.overrides)
+        if args.data_root is not None:
+            if not args.data_root.is_dir():
+                raise ConfigError(f"data root not found: {args.data_root}")
+            overrides.append(f"data.root={args.data_root}")
+        if args.mixed_precision is not None:
+            overrides.append(f"train.mixed_precision={args.mixed_precision}")
+        if args.max_steps is not None:
+            overrides.append(f"train.max_steps={args.max_steps}")
+        config = load_config(args.config, overrides)
+        summary = training_function(config, args)
+    except (ConfigError, DatasetError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {summary}")
+    return 0

@@ -1,0 +1,377 @@
+"""The training loop: base method + FSAE + EMA teacher + device-side perturbations, on Accelerate.
+
+One optimizer step (METHOD.md §2-§3)::
+
+    crops (uint8, geometry from the loader) -> float [0, 1] on the device
+    weak   = WeakPerturbation(crops)      strong = StrongPerturbation(crops)    (pixel aligned)
+    step   = method(normalise(weak), labels, strong=normalise(strong))          (base losses + strong logits)
+    teacher_logits = teacher(normalise(weak))                                   (EMA, no gradient)
+    loss   = sum(step.losses) + w * FSAELoss(step.strong_logits, teacher_logits, labels)
+    backward, optimizer step, LR schedule step, teacher.update(method)
+
+Accelerate does device placement, DDP, mixed precision, gradient accumulation, checkpoint state and
+trackers; this module adds the data order that resumes mid-epoch, atomic checkpoints, the EMA
+teacher and the non-finite-loss guard.  The batch size in the config is global: each process gets
+``batch_size / (processes * accumulation)`` crops, so a run means the same on 1 or N GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Sampler
+
+from fsae.augment import StrongPerturbation, WeakPerturbation
+from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
+from fsae.engine.config import ConfigError
+from fsae.losses import EMATeacher, FSAELoss
+from fsae.methods import build_method
+
+__all__ = ["NonFiniteLossError", "TrainState", "build_optimizer", "find_checkpoint", "train"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT_PREFIX = "step_"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; nothing was saved for that step."""
+
+
+class EpochSampler(Sampler[int]):
+    """A permutation of ``range(n)`` drawn from ``seed + epoch``: the same order on resume, any process count."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class TrainState:
+    """Counters and random generators saved with every checkpoint (``accelerator.register_for_checkpointing``)."""
+
+    def __init__(self, seed: int, rank: int) -> None:
+        self.step = 0  # optimizer steps done
+        self.batches = 0  # micro-batches consumed in the current epoch
+        self.epoch = 0
+        self.generators = {
+            name: torch.Generator().manual_seed(seed * 1000 + rank * 10 + offset)
+            for offset, name in enumerate(("weak", "strong", "method"))
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "batches": self.batches,
+            "epoch": self.epoch,
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.batches, self.epoch = state["step"], state["batches"], state["epoch"]
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name])
+
+
+def build_dataset(config: dict[str, Any]):
+    data = config["data"]
+    if data["root"] is None:
+        raise ConfigError("data.root is not set (give --data-root)")
+    geometry = train_geometry(data["crop_size"], tuple(data["long_side"]), data["flip"])
+    cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
+    return cls(data["root"], data["split"], transform=geometry, seed=config["train"]["seed"])
+
+
+def build_optimizer(method: torch.nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD or AdamW over the method's parameter groups (new layers at ``lr_mult`` x the base lr)."""
+    optim = config["optim"]
+    groups = [
+        {**g, "lr": optim["lr"] * g["lr_mult"]}  # a group's own weight_decay (e.g. 0 for norms) is kept
+        for g in method.parameter_groups()
+        if g["params"]
+    ]
+    if optim["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=optim["lr"], weight_decay=optim["weight_decay"])
+    # The original PPC/SEAM code passed weight_decay into SGD's momentum slot: momentum ~ 5e-4.
+    momentum = optim["weight_decay"] if optim["original_momentum_quirk"] else optim["momentum"]
+    return torch.optim.SGD(groups, lr=optim["lr"], momentum=momentum, weight_decay=optim["weight_decay"])
+
+
+def lr_factor(step: int, config: dict[str, Any]) -> float:
+    """Multiplier of every group's lr after ``step`` optimizer steps: linear warm-up, then poly or cosine."""
+    optim, total = config["optim"], config["train"]["max_steps"]
+    if step < optim["warmup_steps"]:
+        return (step + 1) / optim["warmup_steps"]
+    progress = min(step / total, 1.0)
+    if optim["schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return (1 - progress) ** optim["poly_power"]
+
+
+def find_checkpoint(output_dir: Path, resume: str) -> Path:
+    """``resume`` = ``"latest"`` (newest complete checkpoint under ``output_dir/checkpoints``) or a path."""
+    if resume != "latest":
+        path = Path(resume)
+        if not (path / "train_state.json").is_file():
+            raise ConfigError(f"not a checkpoint (no train_state.json): {path}")
+        return path
+    found = sorted((output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"))
+    found = [p for p in found if (p / "train_state.json").is_file()]
+    if not found:
+        raise ConfigError(f"--resume latest: no checkpoint in {output_dir / 'checkpoints'}")
+    return found[-1]
+
+
+def _git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+    total = sum(terms.values())
+    if bool(torch.isfinite(total)):
+        return
+    bad = [name for name, value in terms.items() if not bool(torch.isfinite(value))]
+    values = ", ".join(f"{name}={terms[name].item()}" for name in bad)
+    raise NonFiniteLossError(f"non-finite loss at step {step}: {values}; stopped without saving this step")
+
+
+def _save_checkpoint(accelerator, output_dir: Path, state: TrainState, keep: int) -> Path:
+    """``accelerator.save_state`` into a temporary folder, then an atomic rename: resume never sees half a save."""
+    folder = output_dir / "checkpoints"
+    final = folder / f"{CHECKPOINT_PREFIX}{state.step:08d}"
+    tmp = folder / f".tmp_{CHECKPOINT_PREFIX}{state.step:08d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "train_state.json").write_text(json.dumps({"step": state.step, "epoch": state.epoch}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        complete = sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / "train_state.json").is_file())
+        for old in complete[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _save_weights(accelerator, method, teacher, output_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    if not accelerator.is_main_process:
+        return
+    student = accelerator.unwrap_model(method).state_dict()
+    save_file({k: v.detach().contiguous().cpu() for k, v in student.items()}, output_dir / "model.safetensors")
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in teacher.module.state_dict().items()},
+        output_dir / "teacher.safetensors",
+    )
+
+
+def train(
+    config: dict[str, Any],
+    output_dir: str | Path,
+    resume: str | None = None,
+    accelerator=None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``config`` into ``output_dir``; returns a summary (steps, last losses, images/s).
+
+    Writes ``config.yaml`` (the effective config with the run facts), ``log.jsonl``, checkpoints under
+    ``checkpoints/step_*`` every ``train.checkpoint_every`` steps and at the end, and the final
+    ``model.safetensors`` / ``teacher.safetensors``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    output_dir = Path(output_dir)
+    train_cfg, fsae_cfg = config["train"], config["fsae"]
+    if accelerator is None:
+        accelerator = Accelerator(
+            mixed_precision=train_cfg["mixed_precision"],
+            gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
+            log_with="tensorboard" if train_cfg["tensorboard"] else None,
+            project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        )
+    processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
+    if train_cfg["batch_size"] % (processes * accumulation):
+        raise ConfigError(
+            f"train.batch_size={train_cfg['batch_size']} is not divisible by processes x accumulation "
+            f"= {processes} x {accumulation}"
+        )
+    per_process = train_cfg["batch_size"] // (processes * accumulation)
+    checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
+
+    set_seed(train_cfg["seed"], device_specific=False)
+    dataset = build_dataset(config)
+    sampler = EpochSampler(len(dataset), train_cfg["seed"])
+    loader = DataLoader(
+        dataset,
+        batch_size=per_process,
+        sampler=sampler,
+        num_workers=config["data"]["num_workers"],
+        drop_last=True,
+        persistent_workers=False,
+        # Its own generator: starting an epoch (or a resumed one) must not consume the global RNG,
+        # whose state (dropout) a checkpoint restores.
+        generator=torch.Generator().manual_seed(train_cfg["seed"]),
+    )
+    if len(dataset) < per_process * processes:
+        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
+
+    method_cfg = config["method"]
+    method = build_method(
+        method_cfg["name"],
+        num_classes=dataset.num_classes,
+        backbone=method_cfg["backbone"],
+        pretrained=method_cfg["pretrained"],
+        pretrained_path=method_cfg["pretrained_path"],
+        **method_cfg["options"],
+    )
+    teacher = EMATeacher(method, decay=fsae_cfg["ema_decay"], mode=fsae_cfg["teacher_mode"])
+    criterion = FSAELoss(
+        fsae_cfg["conf_threshold"],
+        fsae_cfg["ring_threshold"],
+        fsae_cfg["ring_kernel"],
+        fsae_cfg["absent"],
+        fsae_cfg["boundary_weight"],
+    )
+    aug = config["augment"]
+    weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
+    strong_aug = StrongPerturbation(
+        aug["n_ops"], tuple(aug["strong_color_jitter"]), tuple(aug["blur_sigma"]), aug["p_blur"]
+    )
+    optimizer = build_optimizer(method, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    state = TrainState(train_cfg["seed"], accelerator.process_index)
+
+    method, optimizer, loader = accelerator.prepare(method, optimizer, loader)
+    teacher.to(accelerator.device)
+    # The scheduler is stepped by hand once per optimizer step (max_steps counts global steps).
+    for extra in (teacher, scheduler, state):
+        accelerator.register_for_checkpointing(extra)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        effective = {
+            **config,
+            "_run": {
+                "processes": processes,
+                "per_process_batch": per_process,
+                "gradient_accumulation_steps": accumulation,
+                "global_batch": per_process * processes * accumulation,
+                "git_commit": _git_commit(),
+                "torch": str(torch.__version__),
+                "device": str(accelerator.device),
+                "dataset_size": len(dataset),
+                "resumed_from": str(checkpoint) if checkpoint else None,
+            },
+        }
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(effective, sort_keys=False))
+    if train_cfg["tensorboard"]:
+        accelerator.init_trackers("fsae", config={k: str(v) for k, v in config.items()})
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+
+    log_file = output_dir / "log.jsonl"
+    max_steps = train_cfg["max_steps"]
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=state.step, desc="train", dynamic_ncols=True)
+    last: dict[str, float] = {}
+    images_seen, started = 0, time.perf_counter()
+    while state.step < max_steps:
+        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
+        # Accelerate's loaders set the epoch of the sampler and the dataset from their own iteration
+        # counter when iterated: set it explicitly so a resumed (or skipping) loader agrees.
+        batches.set_epoch(state.epoch)
+        for batch in batches:
+            state.batches += 1
+            with accelerator.accumulate(method):
+                crops = batch["image"].float().div_(255)
+                labels = batch["labels"]
+                weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
+                strong = (
+                    _normalise(strong_aug(crops, generator=state.generators["strong"])) if fsae_cfg["enabled"] else None
+                )
+                with accelerator.autocast():
+                    step_out = method(weak, labels, strong=strong, generator=state.generators["method"])
+                    terms = dict(step_out.losses)
+                    if fsae_cfg["enabled"]:
+                        teacher_logits = teacher(weak)
+                        terms["fsae"] = fsae_cfg["weight"] * criterion(
+                            step_out.strong_logits.float(), teacher_logits.float(), labels
+                        )
+                _check_finite(state.step, terms)
+                loss = sum(terms.values())
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            images_seen += crops.shape[0] * processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            teacher.update(accelerator.unwrap_model(method))
+            state.step += 1
+            if bar is not None:
+                bar.update(1)
+            if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
+                elapsed = time.perf_counter() - started
+                last = {name: value.item() for name, value in terms.items()}
+                last["loss"] = loss.item()
+                last["lr"] = optimizer.param_groups[0]["lr"]
+                last["images_per_s"] = images_seen / max(elapsed, 1e-9)
+                if fsae_cfg["enabled"]:
+                    last.update({k: v.item() for k, v in criterion.last_stats.items()})
+                accelerator.log(last, step=state.step)
+                if accelerator.is_main_process:
+                    with log_file.open("a") as f:
+                        f.write(json.dumps({"step": state.step, **last}) + "\n")
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
+            if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
+                _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+            if state.step >= max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches = 0
+    if bar is not None:
+        bar.close()
+    _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+    _save_weights(accelerator, method, teacher, output_dir)
+    accelerator.end_training()
+    return {"steps": state.step, "epoch": state.epoch, **last}

@@ -1,0 +1,74 @@
+"""Configs: defaults, YAML, overrides, and the errors users see before any heavy work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsae.engine import DEFAULTS, ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert config["method"]["name"] in ("ppc", "sipe", "mctformer")
+
+
+def test_shipped_configs_are_the_expected_set():
+    names = {p.name for p in CONFIGS}
+    assert {
+        "voc_ppc_fsae.yaml", "voc_sipe_fsae.yaml", "voc_mctformer_fsae.yaml", "coco_ppc_fsae.yaml",
+        "coco_sipe_fsae.yaml", "toy_fsae.yaml", "toy_baseline.yaml",
+    } <= names  # fmt: skip
+
+
+def test_paper_defaults():
+    config = load_config()
+    assert config == DEFAULTS
+    assert config["fsae"]["conf_threshold"] == 0.95 and config["fsae"]["ring_threshold"] == 0.8
+    assert config["fsae"]["ema_decay"] == 0.999 and config["optim"]["poly_power"] == 0.9
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.05\n")
+    config = load_config(
+        path, ["optim.lr=0.02", "fsae.enabled=false", "data.long_side=[256, 448]", "method.options.top=3"]
+    )
+    assert config["optim"]["lr"] == 0.02 and config["fsae"]["enabled"] is False
+    assert config["data"]["long_side"] == [256, 448] and config["method"]["options"] == {"top": 3}
+    assert load_config(path)["optim"]["lr"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["optim.learning_rate=0.1"], "unknown config key 'optim.learning_rate'"),
+        (["lr=0.1"], r"unknown config key 'lr' \(did you mean optim.lr\?\)"),
+        (["optim.lr=fast"], "optim.lr must be float"),
+        (["train.max_steps=1.5"], "train.max_steps must be int"),
+        (["train.max_steps=0"], "train.max_steps must be >= 1"),
+        (["method.name=deeplab"], "method.name must be one of"),
+        (["train.mixed_precision=fp8"], "train.mixed_precision must be one of"),
+        (["fsae.ema_decay=1.0"], r"fsae.ema_decay must be in \[0, 1\)"),
+        (["optim.lr"], "override must look like key=value"),
+        (["data.long_side=[500, 100]"], "data.long_side must be"),
+    ],
+)
+def test_bad_values(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("optim: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "section.yaml").write_text("optimizer:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer'"):
+        load_config(tmp_path / "section.yaml")

@@ -1,0 +1,132 @@
+"""The training loop on the toy dataset: a run, resume with identical results, atomic checkpoints, guards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fsae.data import make_toy_dataset
+from fsae.engine import ConfigError, NonFiniteLossError, find_checkpoint, load_config, train
+from fsae.engine import trainer as trainer_module
+from fsae.engine.trainer import lr_factor
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "VOC2012", num_train=8, num_val=2, image_size=64)
+
+
+def tiny_config(root, **overrides):
+    items = {
+        "method.backbone": "resnet18",
+        "data.root": str(root),
+        "data.crop_size": 64,
+        "data.long_side": [64, 80],
+        "data.num_workers": 0,
+        "fsae.conf_threshold": 0.3,
+        "fsae.ring_threshold": 0.1,
+        "fsae.ema_decay": 0.5,
+        "train.batch_size": 2,
+        "train.max_steps": 4,
+        "train.log_every": 1,
+        "train.checkpoint_every": 2,
+        **overrides,
+    }
+    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in items.items()])
+
+
+def test_a_run_writes_config_logs_checkpoints_and_weights(toy_root, tmp_path):
+    summary = train(tiny_config(toy_root), tmp_path, progress=False)
+    assert summary["steps"] == 4 and all(torch.isfinite(torch.tensor(summary[k])) for k in ("loss", "fsae", "cls"))
+    effective = (tmp_path / "config.yaml").read_text()
+    assert "global_batch: 2" in effective and "git_commit" in effective
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert {"loss", "lr", "images_per_s", "mask_fraction", "fsae", "nce"} <= set(lines[0])
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    student, teacher = load_file(tmp_path / "model.safetensors"), load_file(tmp_path / "teacher.safetensors")
+    assert student.keys() == teacher.keys() and any(not torch.equal(student[k], teacher[k]) for k in student)
+
+
+def test_resume_mid_run_gives_identical_weights(toy_root, tmp_path, monkeypatch):
+    config = tiny_config(toy_root, **{"train.max_steps": 5})
+    train(config, tmp_path / "straight", progress=False)
+
+    original = trainer_module._save_checkpoint
+
+    def crash_after_first_checkpoint(accelerator, output_dir, state, keep):
+        original(accelerator, output_dir, state, keep)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", original)
+    assert find_checkpoint(tmp_path / "resumed", "latest").name == "step_00000002"
+    train(config, tmp_path / "resumed", resume="latest", progress=False)
+
+    for name in ("model.safetensors", "teacher.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name}:{key}")
+
+
+def test_interrupted_checkpoint_is_never_resumed(toy_root, tmp_path):
+    (tmp_path / "checkpoints" / ".tmp_step_00000009").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step_00000007").mkdir()  # no train_state.json: incomplete
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        find_checkpoint(tmp_path, "latest")
+    with pytest.raises(ConfigError, match="not a checkpoint"):
+        find_checkpoint(tmp_path, str(tmp_path / "checkpoints" / "step_00000007"))
+
+
+def test_non_finite_loss_stops_naming_step_and_term(toy_root, tmp_path, monkeypatch):
+    from fsae.methods.ppc import PPCMethod
+
+    original = PPCMethod.training_step
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if self.calls == 2:
+            out.losses["er"] = out.losses["er"] * float("nan")
+        self.calls += 1
+        return out
+
+    monkeypatch.setattr(PPCMethod, "calls", 0, raising=False)
+    monkeypatch.setattr(PPCMethod, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 2: er=nan"):
+        train(tiny_config(toy_root, **{"train.checkpoint_every": 1}), tmp_path, progress=False)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["step_00000001", "step_00000002"], "steps before the bad one only"
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_config_errors_come_before_heavy_work(tmp_path):
+    config = load_config(None, ["train.batch_size=3", "train.gradient_accumulation_steps=2", f"data.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="not divisible"):
+        train(config, tmp_path / "out", progress=False)
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        train(load_config(None, ["train.batch_size=2"]), tmp_path / "out", progress=False)
+
+
+def test_lr_schedules():
+    config = load_config(None, ["train.max_steps=100"])
+    assert lr_factor(0, config) == 1.0
+    assert lr_factor(50, config) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, config) == 0.0
+    warm = load_config(None, ["train.max_steps=100", "optim.warmup_steps=10", "optim.schedule=cosine"])
+    assert lr_factor(0, warm) == pytest.approx(0.1) and lr_factor(50, warm) == pytest.approx(0.5)
+
+
+def test_momentum_quirk():
+    from fsae.engine import build_optimizer
+    from fsae.methods import build_method
+
+    method = build_method("ppc", backbone="resnet18")
+    clean = build_optimizer(method, load_config())
+    quirk = build_optimizer(method, load_config(None, ["optim.original_momentum_quirk=true"]))
+    assert clean.param_groups[0]["momentum"] == 0.9 and quirk.param_groups[0]["momentum"] == 0.0005
+    assert [g["lr"] for g in clean.param_groups] == [0.01, 0.1]
