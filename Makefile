@@ -1,7 +1,7 @@
 # fsae: the two commands a newcomer runs (see README.md).
 #
 #   make test   create .venv, install torch + fsae (building the C++/CUDA extension), run ruff and pytest
-#   make demo   the same setup, then the main job (for now: the fused-ops benchmark on the CPU)
+#   make demo   the same setup, then the main job on the toy dataset: write it, train PPC + FSAE on the CPU
 #
 # The CUDA kernels are compiled whenever a CUDA toolkit is found (CUDA_HOME, default /usr/local/cuda);
 # they run only on a machine with an NVIDIA GPU, where `make test` also runs the CUDA parity tests.
@@ -38,7 +38,14 @@ lint: install
 test: lint
 	FSAE_REQUIRE_EXTENSION=1 $(BIN)/python -m pytest tests
 
+DEMO_DIR ?= outputs/demo
+DEMO_STEPS ?= 150
+
 demo: install
+	$(BIN)/python -m fsae.data.toy --root $(DEMO_DIR)/toy/VOC2012
+	rm -rf $(DEMO_DIR)/toy_fsae
+	$(BIN)/python recipes/voc_fsae.py --config recipes/configs/toy_fsae.yaml --data-root $(DEMO_DIR)/toy/VOC2012 \
+		--output-dir $(DEMO_DIR)/toy_fsae --max-steps $(DEMO_STEPS)
 	$(BIN)/python benchmarks/bench_ops.py --quick
 
 bench: install
