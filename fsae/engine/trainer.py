@@ -344,7 +344,8 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            teacher.update(accelerator.unwrap_model(method))
+            if fsae_cfg["enabled"]:
+                teacher.update(accelerator.unwrap_model(method))
             state.step += 1
             if bar is not None:
                 bar.update(1)
