@@ -69,7 +69,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -82,6 +81,8 @@ import torch.nn.functional as F
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench_ops import device_name, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from fsae.augment import StrongPerturbation, WeakPerturbation  # noqa: E402
 from fsae.data import COCOSegmentation, VOCSegmentation  # noqa: E402
@@ -317,31 +318,6 @@ def summarize(setup: Setup, batch: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- metadata and output
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def metadata(args: argparse.Namespace, config: dict[str, Any], device: torch.device) -> dict[str, Any]:
