@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy_root, tmp_path):
     try:
         checkpoint = killed / "checkpoints" / "step_00000002" / "train_state.json"
         while process.poll() is None and not checkpoint.exists():
-            pass
+            time.sleep(0.2)
     finally:
         process.kill()
         process.wait()
