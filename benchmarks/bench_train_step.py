@@ -87,9 +87,8 @@ from bench_ops import device_name, git_commit  # noqa: E402  (benchmarks/ is on 
 from fsae.augment import StrongPerturbation, WeakPerturbation  # noqa: E402
 from fsae.data import COCOSegmentation, VOCSegmentation  # noqa: E402
 from fsae.engine.config import ConfigError, load_config  # noqa: E402
-from fsae.engine.trainer import _check_finite, _normalise, build_optimizer, lr_factor  # noqa: E402
+from fsae.engine.trainer import _check_finite, _normalise, build_components, build_optimizer, lr_factor  # noqa: E402
 from fsae.losses import EMATeacher, FSAELoss  # noqa: E402
-from fsae.methods import build_method  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "toy_fsae.yaml"
 PARTS = ("data+aug", "student", "teacher", "fsae_loss", "backward", "optimizer", "ema")
@@ -170,28 +169,9 @@ def build_setup(
 ) -> Setup:
     """Build method, EMA teacher, FSAE loss, perturbations, optimizer and scheduler as the trainer does."""
     torch.manual_seed(seed)  # both rows start from the same weights
-    method_cfg, fsae_cfg, aug = config["method"], config["fsae"], config["augment"]
-    method = build_method(
-        method_cfg["name"],
-        num_classes=num_classes,
-        backbone=method_cfg["backbone"],
-        pretrained=False,
-        pretrained_path=method_cfg["pretrained_path"],
-        **method_cfg["options"],
-    ).to(device)
-    method.train()
-    teacher = EMATeacher(method, decay=fsae_cfg["ema_decay"], mode=fsae_cfg["teacher_mode"])
-    criterion = FSAELoss(
-        fsae_cfg["conf_threshold"],
-        fsae_cfg["ring_threshold"],
-        fsae_cfg["ring_kernel"],
-        fsae_cfg["absent"],
-        fsae_cfg["boundary_weight"],
-    )
-    weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
-    strong_aug = StrongPerturbation(
-        aug["n_ops"], tuple(aug["strong_color_jitter"]), tuple(aug["blur_sigma"]), aug["p_blur"]
-    )
+    method, teacher, criterion, weak_aug, strong_aug = build_components(config, num_classes, pretrained=False)
+    method.to(device).train()
+    teacher.to(device)
     optimizer = build_optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")

@@ -37,7 +37,7 @@ from fsae.engine.config import ConfigError
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
-__all__ = ["NonFiniteLossError", "TrainState", "build_optimizer", "find_checkpoint", "train"]
+__all__ = ["NonFiniteLossError", "TrainState", "build_components", "build_optimizer", "find_checkpoint", "train"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,6 +98,37 @@ def build_dataset(config: dict[str, Any]):
     geometry = train_geometry(data["crop_size"], tuple(data["long_side"]), data["flip"])
     cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
     return cls(data["root"], data["split"], transform=geometry, seed=config["train"]["seed"])
+
+
+def build_components(
+    config: dict[str, Any], num_classes: int, pretrained: bool | None = None
+) -> tuple[torch.nn.Module, EMATeacher, FSAELoss, WeakPerturbation, StrongPerturbation]:
+    """The method, its EMA teacher, the FSAE loss and the weak / strong perturbations of ``config``.
+
+    ``pretrained`` overrides ``method.pretrained`` (benchmarks build without downloading weights).
+    """
+    method_cfg, fsae_cfg, aug = config["method"], config["fsae"], config["augment"]
+    method = build_method(
+        method_cfg["name"],
+        num_classes=num_classes,
+        backbone=method_cfg["backbone"],
+        pretrained=method_cfg["pretrained"] if pretrained is None else pretrained,
+        pretrained_path=method_cfg["pretrained_path"],
+        **method_cfg["options"],
+    )
+    teacher = EMATeacher(method, decay=fsae_cfg["ema_decay"], mode=fsae_cfg["teacher_mode"])
+    criterion = FSAELoss(
+        fsae_cfg["conf_threshold"],
+        fsae_cfg["ring_threshold"],
+        fsae_cfg["ring_kernel"],
+        fsae_cfg["absent"],
+        fsae_cfg["boundary_weight"],
+    )
+    weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
+    strong_aug = StrongPerturbation(
+        aug["n_ops"], tuple(aug["strong_color_jitter"]), tuple(aug["blur_sigma"]), aug["p_blur"]
+    )
+    return method, teacher, criterion, weak_aug, strong_aug
 
 
 def build_optimizer(method: torch.nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -249,28 +280,7 @@ def train(
     if len(dataset) < per_process * processes:
         raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
 
-    method_cfg = config["method"]
-    method = build_method(
-        method_cfg["name"],
-        num_classes=dataset.num_classes,
-        backbone=method_cfg["backbone"],
-        pretrained=method_cfg["pretrained"],
-        pretrained_path=method_cfg["pretrained_path"],
-        **method_cfg["options"],
-    )
-    teacher = EMATeacher(method, decay=fsae_cfg["ema_decay"], mode=fsae_cfg["teacher_mode"])
-    criterion = FSAELoss(
-        fsae_cfg["conf_threshold"],
-        fsae_cfg["ring_threshold"],
-        fsae_cfg["ring_kernel"],
-        fsae_cfg["absent"],
-        fsae_cfg["boundary_weight"],
-    )
-    aug = config["augment"]
-    weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
-    strong_aug = StrongPerturbation(
-        aug["n_ops"], tuple(aug["strong_color_jitter"]), tuple(aug["blur_sigma"]), aug["p_blur"]
-    )
+    method, teacher, criterion, weak_aug, strong_aug = build_components(config, dataset.num_classes)
     optimizer = build_optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     state = TrainState(train_cfg["seed"], accelerator.process_index)
