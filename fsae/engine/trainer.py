@@ -304,6 +304,7 @@ def train(
                 "torch": str(torch.__version__),
                 "device": str(accelerator.device),
                 "dataset_size": len(dataset),
+                "num_classes": dataset.num_classes,
                 "resumed_from": str(checkpoint) if checkpoint else None,
             },
         }

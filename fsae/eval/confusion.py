@@ -1,0 +1,91 @@
+"""Confusion matrix and the segmentation metrics derived from it, reducible across processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ConfusionMatrix"]
+
+
+class ConfusionMatrix:
+    """Accumulates a ``(K, K)`` int64 confusion matrix (rows = ground truth, columns = prediction).
+
+    ``K = num_classes`` counts every class including background (VOC: 21).  Pixels whose ground truth is
+    ``ignore_index`` are skipped; predictions must lie in ``0..K-1`` (anything else is an error, since it
+    would silently vanish from the counts).
+
+    Metrics (:meth:`compute`): per-class ``iou = TP / (TP + FP + FN)``; ``miou`` is the mean over the
+    classes that occur in the ground truth or the prediction -- a class absent from both has no defined
+    IoU (``nan`` in ``iou``) and is left out of the mean rather than counted as 0 or 1.  ``mean_acc``
+    averages the per-class recall over classes present in the ground truth.
+
+    Example::
+
+        cm = ConfusionMatrix(21)
+        for pred, gt in batches:           # int tensors / arrays (..., H, W)
+            cm.update(pred, gt)
+        cm.reduce(accelerator)             # sum over processes (no-op with one)
+        print(cm.compute()["miou"])
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, device: torch.device | str = "cpu") -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.mat = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+
+    def reset(self) -> None:
+        self.mat.zero_()
+
+    def update(self, pred: torch.Tensor | np.ndarray, gt: torch.Tensor | np.ndarray) -> None:
+        """Add ``pred`` vs ``gt`` (integer maps of the same shape, any leading dims)."""
+        pred = torch.as_tensor(pred, device=self.mat.device).long()
+        gt = torch.as_tensor(gt, device=self.mat.device).long()
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+        keep = gt != self.ignore_index
+        pred, gt = pred[keep], gt[keep]
+        k = self.num_classes
+        if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= k):
+            raise ValueError(f"prediction values must be in 0..{k - 1}, got {int(pred.min())}..{int(pred.max())}")
+        if gt.numel() and (int(gt.min()) < 0 or int(gt.max()) >= k):
+            raise ValueError(
+                f"ground-truth values must be in 0..{k - 1} or {self.ignore_index}, got {int(gt.min())}..{int(gt.max())}"
+            )
+        self.mat += torch.bincount(gt * k + pred, minlength=k * k).view(k, k)
+
+    def reduce(self, accelerator: Any = None) -> ConfusionMatrix:
+        """Sum the matrix over all processes (in place; call once, after the last :meth:`update`).
+
+        Uses ``accelerator.reduce`` when given, else ``torch.distributed`` when it is initialised;
+        with a single process it changes nothing.
+        """
+        if accelerator is not None:
+            if accelerator.num_processes > 1:
+                self.mat = accelerator.reduce(self.mat.to(accelerator.device), reduction="sum").to(self.mat.device)
+        elif torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(self.mat)
+        return self
+
+    def compute(self) -> dict[str, Any]:
+        """``miou``, ``iou`` (list, ``nan`` for undefined classes), ``pixel_acc``, ``mean_acc``,
+        ``present`` (classes counted in ``miou``), all as Python floats / lists."""
+        mat = self.mat.double().cpu()
+        tp = mat.diag()
+        gt_count, pred_count = mat.sum(1), mat.sum(0)
+        union = gt_count + pred_count - tp
+        present = union > 0
+        iou = torch.where(present, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+        recall = tp[gt_count > 0] / gt_count[gt_count > 0]
+        total = mat.sum()
+        return {
+            "miou": float(iou[present].mean()) if present.any() else float("nan"),
+            "iou": iou.tolist(),
+            "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
+            "mean_acc": float(recall.mean()) if recall.numel() else float("nan"),
+            "present": present.tolist(),
+        }

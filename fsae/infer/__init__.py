@@ -1,0 +1,13 @@
+"""Inference: multi-scale CAMs, seeds, dense CRF masks, loading trained runs (METHOD.md §6).
+
+* :func:`multiscale_cams`: normalised CAMs over scales x flips (fused normalisation).
+* :func:`dense_crf`, :func:`crf_mask`, :func:`crf_masks`: pydensecrf post-processing, one image or a
+  process pool over many.
+* :func:`load_cam_model`: the trained method of a training run's output folder.
+"""
+
+from fsae.infer.cams import multiscale_cams
+from fsae.infer.checkpoint import load_cam_model
+from fsae.infer.crf import crf_mask, crf_masks, dense_crf
+
+__all__ = ["crf_mask", "crf_masks", "dense_crf", "load_cam_model", "multiscale_cams"]
