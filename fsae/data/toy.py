@@ -98,6 +98,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -112,6 +113,7 @@ __all__ = [
     "CLASS_DESIGN",
     "PART_COLOURS",
     "PART_PATTERNS",
+    "SAME_BODY_CLASSES",
     "ClassDesign",
     "ToySample",
     "design_table_markdown",
@@ -150,6 +152,9 @@ _MIN_VISIBLE = 0.65
 _MIN_IN_IMAGE = 0.70
 _PART_CLEARANCE = 2.0
 _DECOY_P = 0.3
+# Five classes with one body family (ellipse / shaded) and five different parts: only the part tells them
+# apart, the body is shared. The small-pool toy set of the demo (a task learnt from scratch in minutes).
+SAME_BODY_CLASSES = (1, 5, 9, 13, 17)
 
 
 class ClassDesign(NamedTuple):
@@ -448,11 +453,15 @@ def _image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
 
 
-def render_toy_sample(seed: int, index: int, image_size: int = 192) -> ToySample:
-    """Render image ``index`` of the toy dataset for ``seed`` (deterministic; see the module docstring)."""
+def render_toy_sample(seed: int, index: int, image_size: int = 192, classes: Sequence[int] | None = None) -> ToySample:
+    """Render image ``index`` of the toy dataset for ``seed`` (deterministic; see the module docstring).
+
+    ``classes``: the class ids objects are drawn from (default all 20; see :func:`make_toy_dataset`).
+    """
     _check_int("seed", seed, 0)
     _check_int("index", index, 0)
     _check_int("image_size", image_size, 64, 1024)
+    pool = _check_classes(classes)
     rng = _image_rng(seed, index)
     short = int(round(image_size * 0.75))
     height, width = [(short, image_size), (image_size, short), (image_size, image_size)][
@@ -462,7 +471,7 @@ def render_toy_sample(seed: int, index: int, image_size: int = 192) -> ToySample
     image = _background(rng, grid)
 
     count = int(rng.choice(3, p=_OBJECT_COUNT_P)) + 1
-    classes = [int(c) + 1 for c in rng.choice(NUM_CLASSES, size=count, replace=False)]
+    classes = [pool[int(c)] for c in rng.choice(len(pool), size=count, replace=False)]
     instances = np.zeros((height, width), dtype=np.uint8)
     parts = np.zeros((height, width), dtype=np.uint8)
     placed: list[_Object] = []
@@ -510,6 +519,16 @@ def _check_int(name: str, value: object, low: int, high: int | None = None) -> N
         raise ValueError(f"{name} must be {bound}, got {value}")
 
 
+def _check_classes(classes: Sequence[int] | None) -> tuple[int, ...]:
+    """The class pool as a sorted tuple (all 20 when None); at least 3 distinct ids in 1..20."""
+    if classes is None:
+        return tuple(range(1, NUM_CLASSES + 1))
+    pool = tuple(sorted({int(c) for c in classes}))
+    if len(pool) < 3 or pool[0] < 1 or pool[-1] > NUM_CLASSES:
+        raise ValueError(f"classes must hold at least 3 distinct ids in 1..{NUM_CLASSES}, got {list(classes)}")
+    return pool
+
+
 def _split_ids(num_train: int, num_val: int, seed: int) -> tuple[list[str], dict[str, list[str]]]:
     """All ids in image-index order (sorted), and the sorted ``train``, ``val`` and ``aug_only`` id lists."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
@@ -546,7 +565,9 @@ def _is_complete(root: Path, marker: dict | None, params: dict) -> bool:
     return all(path.is_file() for path in files)
 
 
-def _write_dataset(root: Path, num_train: int, num_val: int, seed: int, image_size: int) -> bool:
+def _write_dataset(
+    root: Path, num_train: int, num_val: int, seed: int, image_size: int, classes: Sequence[int] | None = None
+) -> bool:
     """Write (or keep) the toy dataset; True when files were written, False when it was already there."""
     _check_int("num_train", num_train, 2)
     _check_int("num_val", num_val, 1)
@@ -554,7 +575,10 @@ def _write_dataset(root: Path, num_train: int, num_val: int, seed: int, image_si
     _check_int("image_size", image_size, 64, 1024)
     if num_train + num_val > MAX_IMAGES:
         raise ValueError(f"num_train + num_val must be at most {MAX_IMAGES}, got {num_train + num_val}")
+    pool = _check_classes(classes)
     params = {"num_train": int(num_train), "num_val": int(num_val), "seed": int(seed), "image_size": int(image_size)}
+    if classes is not None and len(pool) < NUM_CLASSES:
+        params["classes"] = list(pool)  # only recorded when not the default, so earlier markers stay valid
 
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -580,7 +604,7 @@ def _write_dataset(root: Path, num_train: int, num_val: int, seed: int, image_si
     ids, splits = _split_ids(num_train, num_val, seed)
     listed = set(splits["train"]) | set(splits["val"])
     for index, image_id in enumerate(ids):
-        sample = render_toy_sample(seed, index, image_size)
+        sample = render_toy_sample(seed, index, image_size, pool)
         Image.fromarray(sample.image, mode="RGB").save(root / "JPEGImages" / f"{image_id}.jpg", quality=JPEG_QUALITY)
         write_label_png(root / "SegmentationClassAug" / f"{image_id}.png", sample.label)
         if image_id in listed:
@@ -595,7 +619,12 @@ def _write_dataset(root: Path, num_train: int, num_val: int, seed: int, image_si
 
 
 def make_toy_dataset(
-    root: str | Path, num_train: int = 300, num_val: int = 60, seed: int = 0, image_size: int = 192
+    root: str | Path,
+    num_train: int = 300,
+    num_val: int = 60,
+    seed: int = 0,
+    image_size: int = 192,
+    classes: Sequence[int] | None = None,
 ) -> Path:
     """Write the toy dataset (module docstring) into ``root``, which becomes the VOC2012 folder.
 
@@ -607,6 +636,9 @@ def make_toy_dataset(
         num_val: ``val`` ids, >= 1.
         seed: non-negative integer; the output is a function of the arguments only.
         image_size: long side of every image in pixels, 64..1024.
+        classes: the class ids objects are drawn from (default: all 20). A smaller pool makes a task a
+            network trained from scratch on a CPU learns in minutes; :data:`SAME_BODY_CLASSES` (five
+            classes sharing one body family, so only the part names the class) is the demo's choice.
 
     Returns:
         ``Path(root)``.
@@ -615,7 +647,7 @@ def make_toy_dataset(
         ValueError: an argument out of range.
         FileExistsError: ``root`` is a file, or a non-empty folder that is not a toy dataset.
     """
-    _write_dataset(Path(root), num_train, num_val, seed, image_size)
+    _write_dataset(Path(root), num_train, num_val, seed, image_size, classes)
     return Path(root)
 
 
@@ -631,7 +663,7 @@ def load_toy_sample(root: str | Path, image_id: str) -> ToySample:
         index = ids.index(image_id)
     except ValueError:
         raise KeyError(f"{image_id!r} is not an id of the toy dataset at {root}") from None
-    return render_toy_sample(params["seed"], index, params["image_size"])
+    return render_toy_sample(params["seed"], index, params["image_size"], params.get("classes"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -654,10 +686,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-val", type=int, default=60, help="val ids, default 60")
     parser.add_argument("--seed", type=int, default=0, help="random seed, default 0")
     parser.add_argument("--image-size", type=int, default=192, help="long side in pixels, default 192")
+    parser.add_argument(
+        "--classes",
+        type=lambda text: [int(c) for c in text.split(",")],
+        help="comma-separated class ids objects are drawn from (default all 20; the demo uses 1,5,9,13,17)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        wrote = _write_dataset(args.root, args.num_train, args.num_val, args.seed, args.image_size)
+        wrote = _write_dataset(args.root, args.num_train, args.num_val, args.seed, args.image_size, args.classes)
     except (ValueError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1

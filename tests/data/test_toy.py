@@ -16,6 +16,7 @@ from fsae.data.palette import IGNORE_INDEX, read_label_png, voc_palette
 from fsae.data.toy import (
     BODY_FAMILIES,
     CLASS_DESIGN,
+    SAME_BODY_CLASSES,
     design_table_markdown,
     load_toy_sample,
     main,
@@ -190,6 +191,29 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all("error:" in line for line in errors)
     assert not (tmp_path / "x").exists()
+
+
+def test_class_pool(tmp_path: Path) -> None:
+    root = make_toy_dataset(tmp_path / "VOC2012", num_train=10, num_val=3, image_size=64, classes=SAME_BODY_CLASSES)
+    seen = set()
+    for path in (root / "SegmentationClassAug").glob("*.png"):
+        values = set(np.unique(read_label_png(path)).tolist()) - {0, IGNORE_INDEX}
+        assert values and values <= set(SAME_BODY_CLASSES)
+        seen |= values
+    assert len(seen) >= 3
+    # one body family, five parts: only the part tells the pool's classes apart
+    designs = [CLASS_DESIGN[c - 1] for c in SAME_BODY_CLASSES]
+    assert len({d.body_family for d in designs}) == 1 and len({(d.part_pattern, d.part_colour) for d in designs}) == 5
+    # the pool is part of the dataset's identity: re-rendering from the marker gives the written files
+    some_id = sorted(p.stem for p in (root / "JPEGImages").glob("*.jpg"))[0]
+    assert np.array_equal(
+        load_toy_sample(root, some_id).label, read_label_png(root / "SegmentationClassAug" / f"{some_id}.png")
+    )
+    # the default pool draws the same images as before the option existed
+    assert np.array_equal(render_toy_sample(0, 3, 64).label, render_toy_sample(0, 3, 64, list(range(1, 21))).label)
+    for bad in ([1, 2], [0, 1, 2], [1, 2, 21]):
+        with pytest.raises(ValueError, match="classes"):
+            render_toy_sample(0, 0, 64, bad)
 
 
 def test_class_design_table() -> None:
