@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "fsae": {
         "enabled": True,
         "weight": 1.0,
+        "start_step": 0,  # FSAE term from this optimizer step on (the EMA teacher is updated from step 0)
         "conf_threshold": 0.95,
         "ring_threshold": 0.8,
         "ring_kernel": 3,
@@ -163,6 +164,8 @@ def _check_types(config: dict[str, Any]) -> None:
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
         if train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
+    if config["fsae"]["start_step"] < 0:
+        raise ConfigError(f"fsae.start_step must be >= 0, got {config['fsae']['start_step']}")
     if not 0 <= config["fsae"]["ema_decay"] < 1:
         raise ConfigError(f"fsae.ema_decay must be in [0, 1), got {config['fsae']['ema_decay']}")
     if len(config["data"]["long_side"]) != 2 or config["data"]["long_side"][0] > config["data"]["long_side"][1]:

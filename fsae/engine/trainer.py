@@ -335,13 +335,13 @@ def train(
                 crops = batch["image"].float().div_(255)
                 labels = batch["labels"]
                 weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
-                strong = (
-                    _normalise(strong_aug(crops, generator=state.generators["strong"])) if fsae_cfg["enabled"] else None
-                )
+                # FSAE from fsae.start_step on (a warm-up lets the EMA teacher become worth copying first)
+                expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
+                strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
                 with accelerator.autocast():
                     step_out = method(weak, labels, strong=strong, generator=state.generators["method"])
                     terms = dict(step_out.losses)
-                    if fsae_cfg["enabled"]:
+                    if expanding:
                         teacher_logits = teacher(weak)
                         terms["fsae"] = fsae_cfg["weight"] * criterion(
                             step_out.strong_logits.float(), teacher_logits.float(), labels
@@ -366,7 +366,7 @@ def train(
                 last["loss"] = loss.item()
                 last["lr"] = optimizer.param_groups[0]["lr"]
                 last["images_per_s"] = images_seen / max(elapsed, 1e-9)
-                if fsae_cfg["enabled"]:
+                if expanding:
                     last.update({k: v.item() for k, v in criterion.last_stats.items()})
                 accelerator.log(last, step=state.step)
                 if accelerator.is_main_process:

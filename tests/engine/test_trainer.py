@@ -74,6 +74,22 @@ def test_resume_mid_run_gives_identical_weights(toy_root, tmp_path, monkeypatch)
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{name}:{key}")
 
 
+def test_fsae_start_step_is_a_warm_up_without_the_term(toy_root, tmp_path):
+    def student(name, **overrides):
+        train(tiny_config(toy_root, **{"train.max_steps": 3, **overrides}), tmp_path / name, progress=False)
+        lines = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return load_file(tmp_path / name / "model.safetensors"), lines
+
+    off, _ = student("off", **{"fsae.enabled": False})
+    warm, _ = student("warm", **{"fsae.start_step": 10})  # never reached: the student trains as without FSAE
+    late, lines = student("late", **{"fsae.start_step": 2})
+    assert all(torch.equal(off[k], warm[k]) for k in off)
+    assert any(not torch.equal(off[k], late[k]) for k in off)
+    assert ["fsae" in line for line in lines] == [False, False, True]  # steps 1, 2 warm up; step 3 has the term
+    with pytest.raises(ConfigError, match="start_step"):
+        tiny_config(toy_root, **{"fsae.start_step": -1})
+
+
 def test_interrupted_checkpoint_is_never_resumed(toy_root, tmp_path):
     (tmp_path / "checkpoints" / ".tmp_step_00000009").mkdir(parents=True)
     (tmp_path / "checkpoints" / "step_00000007").mkdir()  # no train_state.json: incomplete
