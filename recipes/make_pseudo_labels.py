@@ -1,0 +1,112 @@
+"""Seeds and CRF pseudo-masks from a trained CAM network, with their evaluation (METHOD.md §6).
+
+    python recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train --eval --output-dir runs/pl
+    accelerate launch recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train_aug \\
+        --workers 4 --output-dir runs/pl_train_aug
+
+Writes ``seeds/<id>.png``, ``masks/<id>.png`` (VOC palette PNGs, the CRF masks being what the second stage
+trains on), optionally ``cams/<id>.npz`` (``--save-cams``; ``--from-cams DIR`` re-runs seeds, CRF and
+evaluation from them without the network), and with ``--eval``: ``metrics.json``, ``metrics.md``,
+``threshold_curve.png``; ``pictures/<id>.png`` for the first ``--pictures`` ids.  The ids are split over the
+processes; the metrics are the same for any number of processes.  See ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fsae.data import DatasetError
+from fsae.engine.config import ConfigError
+from fsae.infer.pseudo_labels import DEFAULT_SCALES, make_pseudo_labels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="a training run's --output-dir (config.yaml + weights)")
+    parser.add_argument("--weights", choices=("model", "teacher"), default="model",
+                        help="the student (default, the paper's choice) or the EMA teacher")  # fmt: skip
+    parser.add_argument("--data-root", type=Path, help="the VOC2012 / COCO2014 folder (default: the run's data.root)")
+    parser.add_argument("--dataset", choices=("voc", "coco"), help="default: the run's data.dataset")
+    parser.add_argument("--split", help="default: train")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where seeds/, masks/, metrics go")
+    parser.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES),
+                        help="CAM input scales, comma-separated (default %(default)s)")  # fmt: skip
+    parser.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes")
+    parser.add_argument("--threshold", type=float, default=0.3, help="seed background threshold (default 0.3)")
+    parser.add_argument("--alpha", type=float, default=8.0, help="CRF background (1 - max cam)^alpha (default 8)")
+    parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True, help="write CRF masks")
+    parser.add_argument("--workers", type=int, default=1, help="CRF processes per process (default 1)")
+    parser.add_argument("--save-cams", action="store_true", help="write cams/<id>.npz (float16, present classes)")
+    parser.add_argument(
+        "--from-cams", type=Path, metavar="DIR", help="read CAMs from DIR/<id>.npz (or DIR/cams/), not the network"
+    )
+    parser.add_argument("--eval", dest="evaluate", action="store_true", help="measure against the ground truth")
+    parser.add_argument("--limit", type=int, help="only the first N ids")
+    parser.add_argument("--pictures", type=int, default=8, help="side-by-side pictures of the first N ids")
+    parser.add_argument("--device", help="e.g. cpu, cuda (default: the process's accelerator device)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated numbers, got {text!r}") from None
+    if not scales:
+        raise ConfigError("--scales is empty")
+    return scales
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.checkpoint is not None and not args.checkpoint.exists():
+            raise ConfigError(f"checkpoint not found: {args.checkpoint}")
+        if args.data_root is not None and not args.data_root.is_dir():
+            raise ConfigError(f"data root not found: {args.data_root}")
+        metrics = make_pseudo_labels(
+            args.output_dir,
+            checkpoint=args.checkpoint,
+            weights=args.weights,
+            data_root=args.data_root,
+            dataset=args.dataset,
+            split=args.split,
+            scales=parse_scales(args.scales),
+            flip=not args.no_flip,
+            threshold=args.threshold,
+            alpha=args.alpha,
+            crf=args.crf,
+            workers=args.workers,
+            save_cams=args.save_cams,
+            from_cams=args.from_cams,
+            evaluate=args.evaluate,
+            limit=args.limit,
+            pictures=args.pictures,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        summary = f"{metrics['num_images']} images -> {args.output_dir}"
+        if "seed" in metrics:
+            pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+            summary += (
+                f"; seed mIoU {pct(metrics['seed']['miou'])} @ t={metrics['threshold']:.2f}, best "
+                f"{pct(metrics['best']['miou'])} @ t={metrics['best']['threshold']:.2f} (chosen on {metrics['split']})"
+            )
+            if "mask" in metrics:
+                summary += f", mask mIoU {pct(metrics['mask']['miou'])}"
+            summary += f", completeness {pct(metrics['completeness'])}"
+        print(f"done: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

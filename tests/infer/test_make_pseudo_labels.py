@@ -1,0 +1,330 @@
+"""The pseudo-label pipeline (fsae.infer.pseudo_labels, recipes/make_pseudo_labels.py) end to end on toy data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fsae.data import VOCSegmentation, make_toy_dataset
+from fsae.data.palette import read_label_png
+from fsae.engine.config import load_config
+from fsae.engine.trainer import train
+from fsae.eval import ConfusionMatrix
+from fsae.infer import load_cam_model, multiscale_cams
+from fsae.infer.pseudo_labels import DEFAULT_THRESHOLDS, ThresholdCurve, imagenet_normalise, seed_curve_counts
+from fsae.infer.report import heatmap_overlay, metrics_markdown, plot_curve
+from fsae.ops import cams_to_labels
+from fsae.ops import reference as ops_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "make_pseudo_labels.py"
+TOY_CONFIG = ROOT / "recipes" / "configs" / "toy_fsae.yaml"
+C = 20
+# One scale with flip, two pictures, CRF on: what the 1- and 2-process runs share.
+COMMON = ["--split", "train", "--scales", "1", "--eval", "--pictures", "2", "--no-progress"]
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("make_pseudo_labels_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+recipe = load_recipe()
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    # 15 training ids, 6 of them in train.txt (the split evaluated here); 64 px images.
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "VOC2012", num_train=15, num_val=2, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def run_dir(toy_root, tmp_path_factory):
+    """A training run folder (config.yaml + model/teacher.safetensors) after 2 steps."""
+    overrides = [f"data.root={toy_root}", "data.crop_size=64", "data.long_side=[64, 80]", "data.num_workers=0",
+                 "method.options.small_size=32", "train.batch_size=2", "train.max_steps=2",
+                 "train.checkpoint_every=100"]  # fmt: skip
+    out = tmp_path_factory.mktemp("run")
+    train(load_config(TOY_CONFIG, overrides), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_run(run_dir, tmp_path_factory):
+    """One process, the data root from the run's config, CAMs saved, a 2-process CRF pool."""
+    out = tmp_path_factory.mktemp("pl_one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the torchrun processes, so the CAMs are bit-identical
+    try:
+        code = recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(out), "--save-cams", "--workers", "2",
+                            *COMMON])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return out
+
+
+def metrics_of(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text())
+
+
+def same_nan(a, b) -> bool:
+    """Equal lists of floats where None (JSON) matches NaN."""
+    fix = [None if (v is None or math.isnan(v)) else v for v in a]
+    return fix == [None if (v is None or math.isnan(v)) else v for v in b]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The threshold curve accumulator.
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_seed_curve_counts_equal_cams_to_labels_per_threshold(dtype):
+    # CAMs on a 0.01 grid: exact ties with the thresholds and between classes.
+    b, c, h, w = 3, 5, 17, 13
+    cams = (torch.randint(0, 101, (b, c, h, w)).to(dtype) / 100).to(dtype)
+    cams[0, :, :2] = 0.3  # a tie of every class with t = 0.3
+    labels = (torch.rand(b, c) < 0.6).float()
+    labels[2] = 0  # an image without labels: all background
+    gt = torch.randint(0, c + 1, (b, h, w))
+    gt[torch.rand(b, h, w) < 0.1] = 255
+    thresholds = [0.3, 0.0, 0.55, 0.05, 1.0, 0.3, 0.99]  # unsorted, repeated, at the ends
+    counts = seed_curve_counts(cams, gt, thresholds, labels)
+    assert counts.shape == (len(thresholds), c + 1, c + 1) and counts.dtype == torch.int64
+    for i, t in enumerate(thresholds):
+        for oracle in (cams_to_labels, ops_reference.cams_to_labels):
+            cm = ConfusionMatrix(c + 1)
+            cm.update(oracle(cams, labels, bg_threshold=t), gt)
+            assert torch.equal(counts[i], cm.mat), (t, oracle)
+    # Unbatched input gives the first image's counts.
+    single = seed_curve_counts(cams[0], gt[0], thresholds, labels[0])
+    assert torch.equal(single, seed_curve_counts(cams[:1], gt[:1], thresholds, labels[:1]))
+
+
+def test_threshold_curve_accumulates_and_picks_the_first_best():
+    c = 4
+    curve = ThresholdCurve(c + 1)
+    per_t = [ConfusionMatrix(c + 1) for _ in DEFAULT_THRESHOLDS]
+    for _ in range(3):
+        cams = torch.rand(2, c, 9, 11)
+        labels = (torch.rand(2, c) < 0.7).float()
+        gt = torch.randint(0, c + 1, (2, 9, 11))
+        curve.update(cams, gt, labels)
+        for cm, t in zip(per_t, DEFAULT_THRESHOLDS, strict=True):
+            cm.update(cams_to_labels(cams, labels, bg_threshold=t), gt)
+    points = curve.curve()
+    assert [t for t, _ in points] == list(DEFAULT_THRESHOLDS)
+    assert [m for _, m in points] == [cm.compute()["miou"] for cm in per_t]
+    best_miou = max(m for _, m in points)
+    assert curve.best() == next((t, m) for t, m in points if m == best_miou)
+    assert torch.equal(curve.confusion(30).mat, per_t[30].mat)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end.
+
+
+def test_outputs_for_every_id(first_run, toy_root, run_dir):
+    data = VOCSegmentation(toy_root, "train")
+    assert len(data) == 6
+    model, _ = load_cam_model(run_dir)
+    for index, image_id in enumerate(data.ids):
+        sample = data[index]
+        size = tuple(sample["image"].shape[1:])
+        allowed = {0} | {int(k) + 1 for k in torch.nonzero(sample["labels"]).flatten()}
+        with np.load(first_run / "cams" / f"{image_id}.npz") as saved:
+            cams16, label_ids = saved["cams"], saved["label_ids"]
+        assert cams16.dtype == np.float16 and cams16.shape == (len(allowed) - 1, *size)
+        assert sorted(int(k) + 1 for k in label_ids) == sorted(allowed - {0})
+        for folder in ("seeds", "masks"):
+            with Image.open(first_run / folder / f"{image_id}.png") as png:
+                assert png.mode == "P"
+            label = read_label_png(first_run / folder / f"{image_id}.png")
+            assert label.shape == size
+            assert set(np.unique(label).tolist()) <= allowed, (folder, image_id)
+        # The saved CAMs are the network's (ImageNet-normalised input, one scale + flip) ...
+        full = multiscale_cams(model, imagenet_normalise(sample["image"][None]), sample["labels"][None], (1.0,))[0]
+        torch.testing.assert_close(torch.from_numpy(cams16.astype(np.float32)), full[label_ids], atol=2e-3, rtol=0)
+        # ... and the seed is cams_to_labels of exactly those CAMs.
+        cams = torch.zeros(C, *size)
+        cams[label_ids] = torch.from_numpy(cams16.astype(np.float32))
+        seed = cams_to_labels(cams[None], sample["labels"][None], bg_threshold=0.3)[0]
+        assert np.array_equal(seed.numpy(), read_label_png(first_run / "seeds" / f"{image_id}.png"))
+    assert sorted(p.stem for p in (first_run / "pictures").glob("*.png")) == sorted(data.ids[:2])
+    with Image.open(first_run / "threshold_curve.png") as plot:
+        assert plot.size[0] > 400 and plot.size[1] > 300
+    args = json.loads((first_run / "args.json").read_text())
+    assert args["data_root"] == str(toy_root) and args["split"] == "train" and args["num_processes"] == 1
+
+
+def test_metrics_match_a_recomputation_from_the_written_pngs(first_run, toy_root):
+    metrics = metrics_of(first_run)
+    data = VOCSegmentation(toy_root, "train")
+    seed_cm, mask_cm = ConfusionMatrix(C + 1), ConfusionMatrix(C + 1)
+    fractions = []
+    for index, image_id in enumerate(data.ids):
+        gt = data[index]["mask"]
+        seed = torch.from_numpy(read_label_png(first_run / "seeds" / f"{image_id}.png").astype(np.int64))
+        seed_cm.update(seed, gt)
+        mask_cm.update(torch.from_numpy(read_label_png(first_run / "masks" / f"{image_id}.png").astype(np.int64)), gt)
+        foreground = (gt >= 1) & (gt <= C)
+        if foreground.any():
+            fractions.append(float((foreground & (seed > 0)).sum()) / float(foreground.sum()))
+    for key, cm in (("seed", seed_cm), ("mask", mask_cm)):
+        expected = cm.compute()
+        assert metrics[key]["miou"] == pytest.approx(expected["miou"], abs=1e-12)
+        assert same_nan(metrics[key]["iou"], expected["iou"])
+        assert metrics[key]["pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
+    assert metrics["completeness"] == pytest.approx(float(np.mean(fractions)), abs=1e-12)
+    assert metrics["completeness_images"] == len(fractions)
+    assert metrics["num_images"] == 6 and metrics["split"] == "train" and metrics["scales"] == [1.0]
+    assert metrics["class_names"][0] == "background" and len(metrics["class_names"]) == C + 1
+    # The curve: t = 0.00..0.60; its value at the threshold used is the seed mIoU; best is its maximum.
+    curve = {round(p["threshold"], 2): p["miou"] for p in metrics["curve"]}
+    assert list(curve) == [round(0.01 * i, 2) for i in range(61)]
+    assert curve[0.3] == metrics["seed"]["miou"]
+    assert metrics["best"]["miou"] == max(curve.values())
+    assert curve[round(metrics["best"]["threshold"], 2)] == metrics["best"]["miou"]
+    markdown = (first_run / "metrics.md").read_text()
+    assert markdown == metrics_markdown(metrics)
+    assert "chosen on this split" in markdown and f"| {100 * metrics['seed']['miou']:.1f} |" in markdown
+    assert "| bicycle |" in markdown
+
+
+def test_from_cams_reproduces_the_run(first_run, tmp_path):
+    # No checkpoint: data root and split come from the saved run's args.json; no network is loaded.  The run's
+    # output folder stands for its cams/ folder.
+    code = recipe.main(["--from-cams", str(first_run), "--output-dir", str(tmp_path), "--eval",
+                        "--pictures", "0", "--no-progress"])  # fmt: skip
+    assert code == 0
+    again, original = metrics_of(tmp_path), metrics_of(first_run)
+    assert again.pop("from_cams") == str(first_run / "cams") and original.pop("from_cams") is None
+    assert again == original  # including checkpoint / scales / flip, taken from the saved run's args.json
+    for folder in ("seeds", "masks"):
+        for png in sorted((first_run / folder).glob("*.png")):
+            assert np.array_equal(read_label_png(png), read_label_png(tmp_path / folder / png.name)), png.name
+
+
+def test_two_processes_give_the_same_metrics_and_files(first_run, run_dir, tmp_path):
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(port)]  # fmt: skip
+    out = tmp_path / "two"
+    args = [str(RECIPE), "--checkpoint", str(run_dir), "--output-dir", str(out), "--save-cams", *COMMON]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done: 6 images") == 1, result.stdout  # the main process reports
+    assert json.loads((out / "args.json").read_text())["num_processes"] == 2
+    assert metrics_of(out) == metrics_of(first_run)
+    for folder in ("seeds", "masks"):
+        names = sorted(p.name for p in (first_run / folder).glob("*.png"))
+        assert names == sorted(p.name for p in (out / folder).glob("*.png"))
+        for name in names:
+            assert np.array_equal(read_label_png(first_run / folder / name), read_label_png(out / folder / name))
+    assert sorted(p.name for p in (out / "pictures").glob("*.png")) == sorted(
+        p.name for p in (first_run / "pictures").glob("*.png")
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: exit code 1 and one line on stderr.
+
+
+@pytest.fixture
+def broken_root(toy_root, tmp_path):
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    first = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()[0]
+    (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--checkpoint", "/nonexistent/run"], "error: checkpoint not found: /nonexistent/run"),
+        (["--checkpoint", "{run}", "--data-root", "/nonexistent/VOC2012"], "error: data root not found"),
+        (["--checkpoint", "{run}", "--data-root", "{broken}"], "error: unreadable image"),
+        (["--checkpoint", "{run}", "--scales", "1,big"], "error: --scales must be comma-separated numbers"),
+        (["--checkpoint", "{run}", "--threshold", "1.5"], "error: threshold must be in [0, 1]"),
+        (["--checkpoint", "{run}", "--split", "nosuch"], "error: split must be one of"),
+        (["--from-cams", "/nonexistent/cams"], "error: --from-cams folder not found"),
+        ([], "error: give --checkpoint"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line(run_dir, broken_root, tmp_path, capsys, extra, message):
+    extra = [a.format(run=run_dir, broken=broken_root) for a in extra]
+    argv = [*extra, "--output-dir", str(tmp_path / "out"), "--no-progress", "--eval"]
+    code = recipe.main(argv if "--scales" in extra else [*argv, "--scales", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert err.startswith(message), err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_the_script_reports_a_missing_checkpoint(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), "--checkpoint", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'none'}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report pieces.
+
+
+def test_plot_curve_draws_every_curve_in_its_colour(tmp_path):
+    path = tmp_path / "curve.png"
+    base = [(t, 0.3 + 0.2 * t) for t in DEFAULT_THRESHOLDS]
+    fsae = [(t, 0.4 + 0.1 * t - t * t) for t in DEFAULT_THRESHOLDS]
+    plot_curve(path, {"baseline": base, "FSAE": fsae}, marked={"best": (0.05, 0.4025)}, size=(700, 400))
+    with Image.open(path) as picture:
+        pixels = np.asarray(picture.convert("RGB")).reshape(-1, 3)
+        assert picture.size == (700, 400)
+    colours = {tuple(p) for p in pixels.tolist()}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # the first two line colours
+
+
+def test_heatmap_overlay_colours_and_blend():
+    image = np.full((4, 5, 3), 100, np.uint8)
+    cam = np.zeros((4, 5), np.float32)
+    cam[:, 3:] = 1.0
+    out = heatmap_overlay(image, cam, alpha=1.0)
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3)
+    assert out[0, 0].tolist() == [0, 0, 128] and out[0, 4].tolist() == [128, 0, 0]  # dark blue .. dark red
+    assert np.array_equal(heatmap_overlay(image, cam, alpha=0.0), image)
+    with pytest.raises(ValueError, match="cam must be"):
+        heatmap_overlay(image, cam[:2])
+
+
+def test_metrics_markdown_marks_undefined_classes():
+    metrics = {
+        "split": "val", "dataset": "voc", "num_images": 2, "checkpoint": "run", "weights": "model",
+        "scales": [1.0], "flip": True, "threshold": 0.3, "alpha": 8.0, "class_names": ["background", "cat", "dog"],
+        "seed": {"miou": 0.5, "iou": [0.75, 0.25, None]}, "mask": {"miou": 0.6, "iou": [0.8, 0.4, None]},
+        "curve": [{"threshold": 0.0, "miou": 0.4}, {"threshold": 0.3, "miou": 0.5}],
+        "best": {"threshold": 0.3, "miou": 0.5}, "completeness": 0.875,
+    }  # fmt: skip
+    text = metrics_markdown(metrics)
+    assert "| seed mIoU @ t=0.30 | 50.0 |" in text
+    assert "(t=0.30, chosen on this split) | 50.0 |" in text
+    assert "| mask mIoU (CRF, alpha=8) | 60.0 |" in text and "| 87.5 |" in text
+    assert "| cat | 25.0 | 40.0 |" in text and "| dog | — | — |" in text
