@@ -355,8 +355,9 @@ def train(
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
-            if fsae_cfg["enabled"]:
-                teacher.update(accelerator.unwrap_model(method))
+            # Also without FSAE (cheap): the first fsae.start_step steps of an FSAE run are then exactly a
+            # baseline run's, so a baseline checkpoint can start an FSAE run (--resume PATH).
+            teacher.update(accelerator.unwrap_model(method))
             state.step += 1
             if bar is not None:
                 bar.update(1)

@@ -86,6 +86,11 @@ def test_fsae_start_step_is_a_warm_up_without_the_term(toy_root, tmp_path):
     assert all(torch.equal(off[k], warm[k]) for k in off)
     assert any(not torch.equal(off[k], late[k]) for k in off)
     assert ["fsae" in line for line in lines] == [False, False, True]  # steps 1, 2 warm up; step 3 has the term
+    # the warm-up is a baseline run: FSAE continuing from the baseline's step-2 checkpoint ends where "late" does
+    branch = tiny_config(toy_root, **{"train.max_steps": 3, "fsae.start_step": 2})
+    train(branch, tmp_path / "branch", resume=str(tmp_path / "off" / "checkpoints" / "step_00000002"), progress=False)
+    branched = load_file(tmp_path / "branch" / "model.safetensors")
+    assert all(torch.equal(late[k], branched[k]) for k in late)
     with pytest.raises(ConfigError, match="start_step"):
         tiny_config(toy_root, **{"fsae.start_step": -1})
 
