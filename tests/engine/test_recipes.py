@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "voc_fsae.py"
 TOY_CONFIG = ROOT / "recipes" / "configs" / "toy_fsae.yaml"
 SMALL = ["--set", "method.backbone=resnet18", "--set", "data.crop_size=64", "--set", "data.long_side=[64, 80]",
-         "--set", "data.num_workers=0", "--set", "train.batch_size=4", "--no-progress"]  # fmt: skip
+         "--set", "data.num_workers=0", "--set", "train.batch_size=4", "--set", "fsae.start_step=0",
+         "--no-progress"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
