@@ -9,13 +9,15 @@ collate turns into ``(B,)`` tensors), so views can be aligned and a crop can be
 mapped back to its image:
 
 * ``orig_h, orig_w``: size of the loaded image;
-* ``resized_h, resized_w``: after :class:`RandomResizeLong`;
+* ``resized_h, resized_w``: after :class:`RandomResizeLong` / :class:`RandomScale`;
 * ``flip``: 1 when :class:`RandomHorizontalFlip` flipped;
 * ``crop_y, crop_x``: top-left of the crop window in the resized (flipped)
   image; negative when the image was smaller than the crop and was padded.
 
 METHOD.md §3 weak-view geometry: :func:`train_geometry` (long side
 U{448..768}, flip 0.5, 448 crop); COCO: ``train_geometry(321, (256, 448))``.
+METHOD.md §6 second stage (DeepLab): :func:`seg_train_geometry` (scale U[0.5, 1.5],
+flip 0.5, 448 crop padded with the mean image / 255 ignore).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ __all__ = [
     "RandomCrop",
     "RandomHorizontalFlip",
     "RandomResizeLong",
+    "RandomScale",
     "SecondView",
+    "seg_train_geometry",
     "train_geometry",
 ]
 
@@ -102,6 +106,33 @@ class RandomResizeLong:
 
     def __repr__(self) -> str:
         return f"RandomResizeLong({self.min_long}, {self.max_long})"
+
+
+class RandomScale:
+    """Resize by a factor drawn from U[min_scale, max_scale] (continuous): image bilinear, mask nearest.
+
+    DeepLab's training scale augmentation; sides are ``max(1, round(side * factor))``.
+    """
+
+    def __init__(self, min_scale: float, max_scale: float) -> None:
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+        self.min_scale, self.max_scale = float(min_scale), float(max_scale)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        geometry = _geometry(sample)
+        height, width = sample["image"].shape[:2]
+        factor = float(rng.uniform(self.min_scale, self.max_scale))
+        new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
+        if (new_h, new_w) != (height, width):
+            sample["image"] = _resize(sample["image"], new_h, new_w, Image.Resampling.BILINEAR)
+            if "mask" in sample:
+                sample["mask"] = _resize(sample["mask"], new_h, new_w, Image.Resampling.NEAREST)
+        geometry["resized_h"], geometry["resized_w"] = new_h, new_w
+        return sample
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.min_scale}, {self.max_scale})"
 
 
 class RandomHorizontalFlip:
@@ -189,3 +220,12 @@ def train_geometry(
     if second_view is not None:
         transforms.append(SecondView(second_view))
     return Compose(transforms)
+
+
+def seg_train_geometry(crop_size: int = 448, scale: tuple[float, float] = (0.5, 1.5), flip_p: float = 0.5) -> Compose:
+    """The segmentation-network geometry of METHOD.md §6: random scale, flip, ``crop_size`` crop.
+
+    A scaled image smaller than the crop is padded with the ImageNet mean (0 after normalisation) and
+    its mask with 255 (ignored by the loss), as in DeepLab.
+    """
+    return Compose([RandomScale(*scale), RandomHorizontalFlip(flip_p), RandomCrop(crop_size)])

@@ -2,17 +2,25 @@
 
 * :func:`fsae.engine.config.load_config`: defaults <- YAML <- ``key=value`` overrides, validated early.
 * :func:`fsae.engine.trainer.train`: the loop (see its module docstring for one step).
+* :func:`fsae.engine.seg_config.load_seg_config`, :func:`fsae.engine.seg_trainer.train_segmenter`,
+  :func:`fsae.engine.seg_trainer.evaluate_segmenter`: the second stage (DeepLab on pseudo-masks, METHOD.md §6).
 """
 
 from fsae.engine.config import DEFAULTS, ConfigError, load_config
+from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
+from fsae.engine.seg_trainer import evaluate_segmenter, train_segmenter
 from fsae.engine.trainer import NonFiniteLossError, build_optimizer, find_checkpoint, train
 
 __all__ = [
     "DEFAULTS",
+    "SEG_DEFAULTS",
     "ConfigError",
     "NonFiniteLossError",
     "build_optimizer",
+    "evaluate_segmenter",
     "find_checkpoint",
     "load_config",
+    "load_seg_config",
     "train",
+    "train_segmenter",
 ]

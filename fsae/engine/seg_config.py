@@ -1,0 +1,214 @@
+"""Configuration of the segmentation stage (``recipes/train_seg.py``): defaults, YAML, ``--set`` overrides.
+
+Same conventions as :mod:`fsae.engine.config` (the CAM stage): a nested dict, :data:`SEG_DEFAULTS` holds every
+key with its default -- METHOD.md §6: DeepLab-v2 ResNet-101 on the pseudo-masks of train_aug, crop 448, scale
+0.5-1.5, batch 10, lr 1e-3 (head x10), poly 0.9, weight decay 5e-4, 20k iterations; test at scales 0.5-1.75 with
+flips (+ CRF) -- a YAML file overrides part of it and ``--set a.b=value`` one key (value parsed as YAML).  Unknown
+keys, wrong types and impossible values are a :class:`~fsae.engine.config.ConfigError` before any heavy work.
+
+The ``optim`` section has the CAM stage's keys, so :func:`fsae.engine.trainer.build_optimizer` and
+:func:`fsae.engine.trainer.lr_factor` serve both stages.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fsae.engine.config import ConfigError
+
+__all__ = ["SEG_DEFAULTS", "load_seg_config"]
+
+SEG_DEFAULTS: dict[str, Any] = {
+    "model": {
+        "name": "deeplabv2",  # deeplabv2 | deeplabv3plus
+        "backbone": "resnet101",
+        "pretrained": False,  # timm's published weights (needs internet)
+        "pretrained_path": None,  # local ImageNet / COCO state dict (the original used COCO-pretrained ResNet-101)
+        "output_stride": 8,
+        "freeze_bn": True,  # backbone BatchNorm frozen (the original; needs pretrained statistics)
+        "sync_bn": False,  # head BatchNorm synchronised across processes (DeepLab-v3+)
+        "options": {},  # extra keyword arguments of the model class (dilations, dropout, ...)
+    },
+    "data": {
+        "dataset": "voc",
+        "root": None,  # the VOC2012 folder (--data-root)
+        "pseudo_labels": None,  # folder of <id>.png pseudo-masks, or its parent with masks/ (--pseudo-labels);
+        # None trains on gt_mask_dir (the fully supervised reference)
+        "gt_mask_dir": "SegmentationClassAug",  # ground truth for evaluation (SegmentationClass without SBD)
+        "split": "train_aug",
+        "crop_size": 448,
+        "scale": [0.5, 1.5],
+        "flip": 0.5,
+        "num_workers": 4,
+    },
+    "optim": {
+        "name": "sgd",  # sgd | adamw
+        "lr": 0.001,
+        "weight_decay": 0.0005,
+        "momentum": 0.9,
+        "original_momentum_quirk": False,  # shared key with the CAM stage; keep False
+        "schedule": "poly",  # poly | cosine
+        "poly_power": 0.9,
+        "warmup_steps": 0,
+    },
+    "train": {
+        "batch_size": 10,  # global: split over processes and accumulation steps
+        "gradient_accumulation_steps": 1,
+        "max_steps": 20000,
+        "mixed_precision": "no",  # no | fp16 | bf16
+        "seed": 0,
+        "log_every": 20,
+        "checkpoint_every": 1000,
+        "keep_checkpoints": 2,
+        "tensorboard": False,
+    },
+    "eval": {
+        "after_training": True,  # evaluate eval.split when training ends
+        "split": "val",  # scored against data.gt_mask_dir
+        "predict_split": None,  # also write palette PNG predictions of this split (test: the server layout)
+        "scales": [0.5, 0.75, 1.0, 1.25, 1.5, 1.75],
+        "flip": True,
+        "crf": False,
+        "crf_workers": 1,  # CRF processes per training process
+        # deeplab-pytorch's test-time CRF (used by the WSSS second stages): 10 iterations,
+        # Gaussian (sxy 1, compat 3), bilateral (sxy 67, srgb 3, compat 4)
+        "crf_iterations": 10,
+        "crf_gaussian": [1.0, 3.0],
+        "crf_bilateral": [67.0, 3.0, 4.0],
+    },
+}
+
+CHOICES = {
+    "model.name": ("deeplabv2", "deeplabv3plus"),
+    "model.output_stride": (8, 16, 32),
+    "data.dataset": ("voc",),
+    "data.split": ("train_aug", "train", "trainval"),
+    "eval.split": ("val", "train", "trainval", "train_aug"),
+    "eval.predict_split": ("val", "test", "train", "trainval", "train_aug"),
+    "optim.name": ("sgd", "adamw"),
+    "optim.schedule": ("poly", "cosine"),
+    "train.mixed_precision": ("no", "fp16", "bf16"),
+}
+# Keys whose default is None, with the type they take when set.
+OPTIONAL = {
+    "model.pretrained_path": str,
+    "data.root": str,
+    "data.pseudo_labels": str,
+    "eval.split": str,
+    "eval.predict_split": str,
+}
+FREE_FORM = {"model.options"}
+LISTS = {"data.scale": 2, "eval.crf_gaussian": 2, "eval.crf_bilateral": 3}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and path not in FREE_FORM:
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+_KNOWN = _flatten(SEG_DEFAULTS)
+
+
+def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
+    inside_free_form = any(dotted.startswith(f + ".") for f in FREE_FORM)
+    if dotted not in _KNOWN and not inside_free_form:
+        sections = {k.split(".")[0] for k in _KNOWN}
+        if isinstance(value, dict) and any(k.startswith(dotted + ".") for k in _KNOWN):
+            for key, inner in value.items():
+                _set(config, f"{dotted}.{key}", inner)
+            return
+        close = [k for k in _KNOWN if k.split(".")[-1] == dotted.split(".")[-1]]
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        if dotted.split(".")[0] in ("method", "fsae", "augment"):
+            hint = " (a CAM-stage key: this is a segmentation config, see recipes/configs/voc_seg_deeplabv2.yaml)"
+        elif not close and dotted.split(".")[0] not in sections:
+            hint = f" (sections: {', '.join(sorted(sections))})"
+        raise ConfigError(f"unknown config key {dotted!r}{hint}")
+    node = config
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _check(config: dict[str, Any]) -> None:
+    for key, value in _flatten(config).items():
+        default = _KNOWN.get(key)
+        if key in FREE_FORM:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            continue
+        if value is None and key in OPTIONAL:
+            continue
+        expected = OPTIONAL.get(key, type(default))
+        ok = isinstance(value, expected) or (
+            expected is float and isinstance(value, int) and not isinstance(value, bool)
+        )
+        if expected is int and isinstance(value, bool):
+            ok = False
+        if not ok:
+            raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+        if key in LISTS and (
+            len(value) != LISTS[key] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
+            raise ConfigError(f"{key} must be a list of {LISTS[key]} numbers, got {value!r}")
+    train, data, ev = config["train"], config["data"], config["eval"]
+    for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
+        if train[key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
+    if train["keep_checkpoints"] < 1:
+        raise ConfigError(f"train.keep_checkpoints must be >= 1, got {train['keep_checkpoints']}")
+    if data["crop_size"] < 8:
+        raise ConfigError(f"data.crop_size must be >= 8, got {data['crop_size']}")
+    low, high = data["scale"]
+    if not 0 < low <= high:
+        raise ConfigError(f"data.scale must be [min, max] with 0 < min <= max, got {data['scale']}")
+    if not 0 <= data["flip"] <= 1:
+        raise ConfigError(f"data.flip must be in [0, 1], got {data['flip']}")
+    if not ev["scales"] or not all(
+        isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in ev["scales"]
+    ):
+        raise ConfigError(f"eval.scales must be a non-empty list of positive numbers, got {ev['scales']!r}")
+    if ev["crf_iterations"] < 0 or ev["crf_workers"] < 0:
+        raise ConfigError("eval.crf_iterations and eval.crf_workers must be >= 0")
+
+
+def load_seg_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """:data:`SEG_DEFAULTS` <- YAML file <- ``key=value`` overrides, validated (:class:`ConfigError` otherwise)."""
+    config = copy.deepcopy(SEG_DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        for key, value in _flatten(loaded).items():
+            _set(config, key, value)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override must look like key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
+        _set(config, key.strip(), value)
+    _check(config)
+    return config

@@ -1,0 +1,474 @@
+"""The second stage: train a segmentation network on pseudo-masks, evaluate it, write server predictions.
+
+One optimizer step (METHOD.md §6)::
+
+    crops (uint8, scale U[0.5, 1.5] + flip + crop from the loader) -> float, ImageNet-normalised on the device
+    logits = model(crops)                              (B, K, h, w) at output stride 8 (v2) / 4 (v3+)
+    loss   = cross_entropy(upsample(logits), pseudo_mask, ignore_index=255)
+    backward, SGD step (backbone lr, head 10 x lr), poly schedule step
+
+The machinery is the CAM trainer's (:mod:`fsae.engine.trainer`): :class:`EpochSampler` data order that resumes
+mid-epoch, :class:`TrainState` registered for checkpointing, atomic ``checkpoints/step_*``, ``build_optimizer`` with
+``lr_mult`` groups, ``lr_factor``, the non-finite-loss guard, ``log.jsonl`` and ``config.yaml`` with the run facts.
+The batch size in the config is global.  After training (or with ``--eval-only``) the network is evaluated with
+:func:`fsae.infer.segment.segment_dataset`: multi-scale + flip (+ CRF), ids sharded over processes, confusion
+matrix summed; ``eval/metrics.json`` / ``eval/metrics.md``; ``--predict-split test`` writes the PNGs of
+``results/VOC2012/Segmentation/comp6_test_cls`` for the evaluation server.
+
+Command line (:func:`main`, run by ``recipes/train_seg.py`` with ``python`` or ``accelerate launch``)::
+
+    python recipes/train_seg.py --data-root VOC2012 --pseudo-labels runs/pseudo --output-dir runs/seg
+    python recipes/train_seg.py --data-root VOC2012 --output-dir runs/seg --eval-only --crf --predict-split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader
+
+from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
+from fsae.data.transforms import seg_train_geometry
+from fsae.engine.config import ConfigError
+from fsae.engine.seg_config import load_seg_config
+from fsae.engine.trainer import (
+    EpochSampler,
+    NonFiniteLossError,
+    TrainState,
+    _check_finite,
+    _git_commit,
+    _normalise,
+    _save_checkpoint,
+    build_optimizer,
+    find_checkpoint,
+    lr_factor,
+)
+
+__all__ = [
+    "build_parser",
+    "build_seg_model",
+    "build_train_dataset",
+    "evaluate_segmenter",
+    "main",
+    "resolve_pseudo_labels",
+    "segmentation_loss",
+    "train_segmenter",
+    "training_function",
+]
+
+
+def resolve_pseudo_labels(path: str | Path) -> Path:
+    """The folder of ``<id>.png`` pseudo-masks: ``path/masks`` when it exists (``make_pseudo_labels.py``'s output
+    folder), else ``path`` itself.  :class:`ConfigError` when ``path`` is not a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"pseudo-label folder not found: {path}")
+    masks = path / "masks"
+    return masks if masks.is_dir() else path
+
+
+def _data_root(config: dict[str, Any]) -> Path:
+    if config["data"]["root"] is None:
+        raise ConfigError("data.root is not set (give --data-root)")
+    root = Path(config["data"]["root"])
+    if not root.is_dir():
+        raise ConfigError(f"data root not found: {root}")
+    return root
+
+
+def _check_mask_sizes(dataset: VOCSegmentation) -> None:
+    """Every mask has its image's size (PNG / JPEG headers only), so a wrong folder fails before training."""
+    from PIL import Image
+
+    if dataset.mask_paths is None:
+        return
+    for sample_id in dataset.ids:
+        image_path, mask_path = dataset.image_paths[sample_id], dataset.mask_paths[sample_id]
+        try:
+            with Image.open(image_path) as image, Image.open(mask_path) as mask:
+                image_size, mask_size = image.size, mask.size
+        except (OSError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
+            raise DatasetError(f"unreadable image or mask for {sample_id}: {err}") from None
+        if image_size != mask_size:
+            raise DatasetError(
+                f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
+                f"{image_size[0]}x{image_size[1]}"
+            )
+
+
+def build_train_dataset(config: dict[str, Any], output_dir: str | Path) -> VOCSegmentation:
+    """Real images of ``data.split`` with the pseudo-masks of ``data.pseudo_labels`` (or ``data.gt_mask_dir``),
+    the :func:`~fsae.data.transforms.seg_train_geometry` transform; masks checked against the image sizes."""
+    data = config["data"]
+    root = _data_root(config)
+    mask_dir = str(resolve_pseudo_labels(data["pseudo_labels"])) if data["pseudo_labels"] else data["gt_mask_dir"]
+    geometry = seg_train_geometry(data["crop_size"], tuple(data["scale"]), data["flip"])
+    dataset = VOCSegmentation(
+        root, data["split"], transform=geometry, mask_dir=mask_dir, cache_dir=output_dir, seed=config["train"]["seed"]
+    )
+    _check_mask_sizes(dataset)
+    return dataset
+
+
+def build_seg_model(config: dict[str, Any], num_classes: int) -> torch.nn.Module:
+    """The ``model`` section's network with ``num_classes + 1`` outputs (C foreground classes + background)."""
+    import timm
+
+    from fsae.models.deeplab import build_segmenter
+
+    model_cfg = config["model"]
+    if not timm.is_model(model_cfg["backbone"]):
+        raise ConfigError(f"model.backbone: timm has no model {model_cfg['backbone']!r}")
+    path = model_cfg["pretrained_path"]
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"model.pretrained_path: file not found: {path}")
+    return build_segmenter(
+        model_cfg["name"],
+        num_classes + 1,
+        backbone=model_cfg["backbone"],
+        pretrained=model_cfg["pretrained"],
+        pretrained_path=path,
+        output_stride=model_cfg["output_stride"],
+        freeze_bn=model_cfg["freeze_bn"],
+        **model_cfg["options"],
+    )
+
+
+def _make_accelerator(config: dict[str, Any], output_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    train_cfg = config["train"]
+    return Accelerator(
+        mixed_precision=train_cfg["mixed_precision"],
+        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
+        log_with="tensorboard" if train_cfg["tensorboard"] else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+
+
+def _save_model(accelerator, model: torch.nn.Module, output_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    if accelerator.is_main_process:
+        state = accelerator.unwrap_model(model).state_dict()
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, output_dir / "model.safetensors")
+    accelerator.wait_for_everyone()
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits (B, K, h, w)`` upsampled bilinearly to ``masks (B, H, W)`` int64, 255 ignored.
+
+    The mean over the labelled pixels (0, not NaN, when a batch has none).
+    """
+    logits = F.interpolate(logits.float(), masks.shape[-2:], mode="bilinear", align_corners=False)
+    total = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (masks != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def train_segmenter(
+    config: dict[str, Any],
+    output_dir: str | Path,
+    resume: str | None = None,
+    accelerator=None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Train ``config`` into ``output_dir``; returns (summary, the trained network unwrapped).
+
+    Writes ``config.yaml`` (effective config + ``_run`` facts), ``log.jsonl``, ``checkpoints/step_*`` every
+    ``train.checkpoint_every`` steps and at the end, and ``model.safetensors``.  With ``resume`` (``"latest"`` or a
+    checkpoint folder) it continues bit-identically.  The caller ends the accelerator (``end_training``).
+    """
+    from accelerate.utils import set_seed
+
+    output_dir = Path(output_dir)
+    train_cfg = config["train"]
+    if accelerator is None:
+        accelerator = _make_accelerator(config, output_dir)
+    processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
+    if train_cfg["batch_size"] % (processes * accumulation):
+        raise ConfigError(
+            f"train.batch_size={train_cfg['batch_size']} is not divisible by processes x accumulation "
+            f"= {processes} x {accumulation}"
+        )
+    per_process = train_cfg["batch_size"] // (processes * accumulation)
+    checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
+
+    set_seed(train_cfg["seed"], device_specific=False)
+    dataset = build_train_dataset(config, output_dir)
+    if len(dataset) < per_process * processes:
+        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
+    loader = DataLoader(
+        dataset,
+        batch_size=per_process,
+        sampler=EpochSampler(len(dataset), train_cfg["seed"]),
+        num_workers=config["data"]["num_workers"],
+        drop_last=True,
+        generator=torch.Generator().manual_seed(train_cfg["seed"]),  # keeps the global RNG out of the data order
+    )
+    model = build_seg_model(config, dataset.num_classes)
+    if config["model"]["sync_bn"] and processes > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    state = TrainState(train_cfg["seed"], accelerator.process_index)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    for extra in (scheduler, state):  # the scheduler is stepped by hand, once per optimizer step
+        accelerator.register_for_checkpointing(extra)
+
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        facts = {
+            "stage": "segmentation",
+            "processes": processes,
+            "per_process_batch": per_process,
+            "gradient_accumulation_steps": accumulation,
+            "global_batch": per_process * processes * accumulation,
+            "git_commit": _git_commit(),
+            "torch": str(torch.__version__),
+            "device": str(accelerator.device),
+            "dataset_size": len(dataset),
+            "num_classes": dataset.num_classes,
+            "train_masks": str(dataset.mask_paths[dataset.ids[0]].parent),
+            "resumed_from": str(checkpoint) if checkpoint else None,
+        }
+        (output_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": facts}, sort_keys=False))
+    if train_cfg["tensorboard"]:
+        accelerator.init_trackers("fsae_seg", config={k: str(v) for k, v in config.items()})
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+
+    log_file, max_steps = output_dir / "log.jsonl", train_cfg["max_steps"]
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=state.step, desc="train seg", dynamic_ncols=True)
+    last: dict[str, float] = {}
+    images_seen, started = 0, time.perf_counter()
+    model.train()
+    while state.step < max_steps:
+        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
+        batches.set_epoch(state.epoch)
+        for batch in batches:
+            state.batches += 1
+            with accelerator.accumulate(model):
+                images = _normalise(batch["image"].float().div_(255))
+                with accelerator.autocast():
+                    logits = model(images)
+                loss = segmentation_loss(logits, batch["mask"])
+                _check_finite(state.step, {"ce": loss})
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            images_seen += images.shape[0] * processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state.step += 1
+            if bar is not None:
+                bar.update(1)
+            if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
+                elapsed = time.perf_counter() - started
+                last = {
+                    "loss": loss.item(),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "images_per_s": images_seen / max(elapsed, 1e-9),
+                }
+                accelerator.log(last, step=state.step)
+                if accelerator.is_main_process:
+                    with log_file.open("a") as f:
+                        f.write(json.dumps({"step": state.step, **last}) + "\n")
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
+            if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
+                _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+            if state.step >= max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches = 0
+    if bar is not None:
+        bar.close()
+    _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+    _save_model(accelerator, model, output_dir)
+    return {"steps": state.step, "epoch": state.epoch, **last}, accelerator.unwrap_model(model)
+
+
+def evaluate_segmenter(
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    output_dir: str | Path,
+    accelerator=None,
+    progress: bool = True,
+    checkpoint: str | None = None,
+) -> dict[str, Any] | None:
+    """Score ``model`` on ``eval.split`` (``eval/metrics.json`` + ``eval/metrics.md``) and write the palette PNGs of
+    ``eval.predict_split`` (``results/VOC2012/Segmentation/comp6_<split>_cls/<id>.png``).
+
+    Multi-scale (``eval.scales``) + flip (``eval.flip``) + optional dense CRF (``eval.crf``), ids sharded over the
+    accelerator's processes.  Returns the metrics payload (None when ``eval.split`` is null).
+    """
+    from fsae.infer.segment import prediction_dir, segment_dataset, write_metrics
+
+    output_dir = Path(output_dir)
+    data, ev = config["data"], config["eval"]
+    root = _data_root(config)
+    if accelerator is None:
+        accelerator = _make_accelerator(config, output_dir)
+    crf = None
+    if ev["crf"]:
+        crf = {
+            "iterations": ev["crf_iterations"],
+            "gaussian": tuple(ev["crf_gaussian"]),
+            "bilateral": tuple(ev["crf_bilateral"]),
+        }
+    options = {
+        "scales": tuple(ev["scales"]),
+        "flip": ev["flip"],
+        "crf": crf,
+        "crf_workers": ev["crf_workers"],
+        "accelerator": accelerator,
+        "num_workers": data["num_workers"],
+        "progress": progress,
+    }
+    model = model.to(accelerator.device)
+    payload = None
+    if ev["split"] is not None:
+        dataset = VOCSegmentation(root, ev["split"], mask_dir=data["gt_mask_dir"], cache_dir=output_dir)
+        predictions = prediction_dir(output_dir, ev["split"]) if ev["predict_split"] == ev["split"] else None
+        metrics = segment_dataset(model, dataset, evaluate=True, predictions=predictions, **options)
+        extra = {
+            "split": ev["split"],
+            "checkpoint": checkpoint,
+            "model": f"{config['model']['name']} / {config['model']['backbone']}",
+            "scales": list(ev["scales"]),
+            "flip": ev["flip"],
+            "crf": ev["crf"],
+        }
+        if accelerator.is_main_process:
+            payload = write_metrics(metrics, dataset.class_names, output_dir / "eval", extra)
+            accelerator.print(f"{ev['split']} mIoU {100 * metrics['miou']:.2f} over {metrics['num_images']} images")
+        else:
+            payload = {**extra, "miou": metrics["miou"]}
+    if ev["predict_split"] is not None and ev["predict_split"] != ev["split"]:
+        split = ev["predict_split"]
+        dataset = VOCSegmentation(root, split, mask_dir=data["gt_mask_dir"], cache_dir=output_dir)
+        segment_dataset(model, dataset, evaluate=False, predictions=prediction_dir(output_dir, split), **options)
+        accelerator.print(f"wrote {len(dataset)} predictions to {prediction_dir(output_dir, split)}")
+    accelerator.wait_for_everyone()
+    return payload
+
+
+def build_parser(description: str = "", default_config: Path | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, default=default_config, help=f"YAML config (default {default_config})")
+    parser.add_argument("--data-root", type=Path, help="the VOC2012 folder (sets data.root)")
+    parser.add_argument("--pseudo-labels", type=Path, help="pseudo-mask folder, or its parent holding masks/")
+    parser.add_argument("--output-dir", type=Path, required=True, help="where config, logs, checkpoints, eval go")
+    parser.add_argument("--resume", help="'latest' or a checkpoint folder (output-dir/checkpoints/step_*)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set optim.lr=0.002 (repeatable)")  # fmt: skip
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="sets train.mixed_precision")
+    parser.add_argument("--max-steps", type=int, help="sets train.max_steps")
+    parser.add_argument("--eval-only", action="store_true", help="no training: evaluate --checkpoint")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="with --eval-only: a run folder, checkpoints/step_* folder or .safetensors "
+                        "(default: --output-dir)")  # fmt: skip
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
+    parser.add_argument("--crf", action="store_true", help="dense CRF on the test-time probabilities (sets eval.crf)")
+    parser.add_argument("--crf-workers", type=int, help="CRF processes per training process (eval.crf_workers)")
+    parser.add_argument("--predict-split", help="write palette PNG predictions of this split, e.g. test")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        if not args.data_root.is_dir():
+            raise ConfigError(f"data root not found: {args.data_root}")
+        overrides.append(f"data.root={json.dumps(str(args.data_root))}")
+    if args.pseudo_labels is not None:
+        resolve_pseudo_labels(args.pseudo_labels)
+        overrides.append(f"data.pseudo_labels={json.dumps(str(args.pseudo_labels))}")
+    if args.mixed_precision is not None:
+        overrides.append(f"train.mixed_precision={args.mixed_precision}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    if args.crf:
+        overrides.append("eval.crf=true")
+    if args.crf_workers is not None:
+        overrides.append(f"eval.crf_workers={args.crf_workers}")
+    if args.predict_split is not None:
+        overrides.append(f"eval.predict_split={args.predict_split}")
+    if args.no_eval:
+        overrides.append("eval.after_training=false")
+    return overrides
+
+
+def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Train (unless ``args.eval_only``) then evaluate, as the config and arguments say; returns a summary."""
+    from fsae.infer.segment import load_segmenter
+
+    output_dir = Path(args.output_dir)
+    progress = not args.no_progress
+    if args.eval_only:
+        source = Path(args.checkpoint) if args.checkpoint is not None else output_dir
+        accelerator = _make_accelerator(config, output_dir)
+        model, run_config = load_segmenter(source, device=accelerator.device)
+        config = {**config, "model": run_config["model"]}
+        if accelerator.is_main_process:
+            (output_dir / "eval").mkdir(parents=True, exist_ok=True)
+            (output_dir / "eval" / "config.yaml").write_text(
+                yaml.safe_dump({**config, "_run": {"checkpoint": str(source)}}, sort_keys=False)
+            )
+        metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(source))
+        accelerator.end_training()
+        return {"eval": metrics and {k: metrics[k] for k in ("split", "miou") if k in metrics}}
+    accelerator = _make_accelerator(config, output_dir)
+    summary, model = train_segmenter(config, output_dir, args.resume, accelerator, progress)
+    if config["eval"]["after_training"] and (config["eval"]["split"] or config["eval"]["predict_split"]):
+        metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(output_dir))
+        if metrics is not None:
+            summary["val_miou" if metrics.get("split") == "val" else "eval_miou"] = metrics["miou"]
+    accelerator.end_training()
+    return summary
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a data-loader worker, its original last line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1]
+        head, sep, tail = text.partition(": ")
+        if sep and head.rsplit(".", 1)[-1].endswith("Error"):
+            text = tail
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main(argv: list[str] | None = None, description: str = "", default_config: Path | None = None) -> int:
+    """Parse ``argv``, validate (one-line ``error: ...`` and exit code 1 on bad input), run; returns the exit code."""
+    args = build_parser(description, default_config).parse_args(argv)
+    try:
+        if args.checkpoint is not None and not args.eval_only:
+            raise ConfigError("--checkpoint needs --eval-only (to continue training use --resume)")
+        if args.eval_only and args.resume:
+            raise ConfigError("--eval-only and --resume exclude each other")
+        config = load_seg_config(args.config, _overrides(args))
+        _data_root(config)
+        summary = training_function(config, args)
+    except (ConfigError, DatasetError, NonFiniteLossError) as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    print(f"done: {summary}")
+    return 0
