@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from fsae.engine import DEFAULTS, ConfigError, load_config
+from fsae.engine import DEFAULTS, ConfigError, load_config, load_seg_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
+ALL_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
+SEG_CONFIGS = [p for p in ALL_CONFIGS if "_seg" in p.stem]  # second stage (recipes/train_seg.py)
+CONFIGS = [p for p in ALL_CONFIGS if p not in SEG_CONFIGS]  # CAM stage (recipes/voc_fsae.py, coco_fsae.py)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -17,12 +19,18 @@ def test_every_shipped_config_loads(path):
     assert config["method"]["name"] in ("ppc", "sipe", "mctformer")
 
 
+@pytest.mark.parametrize("path", SEG_CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_seg_config_loads(path):
+    config = load_seg_config(path)
+    assert config["model"]["name"] in ("deeplabv2", "deeplabv3plus")
+
+
 def test_shipped_configs_are_the_expected_set():
-    names = {p.name for p in CONFIGS}
     assert {
         "voc_ppc_fsae.yaml", "voc_sipe_fsae.yaml", "voc_mctformer_fsae.yaml", "coco_ppc_fsae.yaml",
-        "coco_sipe_fsae.yaml", "toy_fsae.yaml", "toy_baseline.yaml",
-    } <= names  # fmt: skip
+        "coco_sipe_fsae.yaml", "toy_fsae.yaml", "toy_baseline.yaml", "voc_seg_deeplabv2.yaml",
+        "voc_seg_deeplabv3plus.yaml", "toy_seg.yaml",
+    } <= {p.name for p in ALL_CONFIGS}  # fmt: skip
 
 
 def test_paper_defaults():
