@@ -53,9 +53,8 @@ class ConfusionMatrix:
         if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= k):
             raise ValueError(f"prediction values must be in 0..{k - 1}, got {int(pred.min())}..{int(pred.max())}")
         if gt.numel() and (int(gt.min()) < 0 or int(gt.max()) >= k):
-            raise ValueError(
-                f"ground-truth values must be in 0..{k - 1} or {self.ignore_index}, got {int(gt.min())}..{int(gt.max())}"
-            )
+            low, high = int(gt.min()), int(gt.max())
+            raise ValueError(f"ground-truth values must be in 0..{k - 1} or {self.ignore_index}, got {low}..{high}")
         self.mat += torch.bincount(gt * k + pred, minlength=k * k).view(k, k)
 
     def reduce(self, accelerator: Any = None) -> ConfusionMatrix:

@@ -54,7 +54,9 @@ def multiscale_cams(
         total = None
         for scale in scales:
             size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = image if size == (height, width) else F.interpolate(image, size, mode="bilinear", align_corners=False)
+            scaled = image
+            if size != (height, width):
+                scaled = F.interpolate(image, size, mode="bilinear", align_corners=False)
             inputs = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
             logits = model(inputs)
             if logits.dim() != 4 or logits.shape[1] != labels.shape[1] + 1:

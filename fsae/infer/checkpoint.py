@@ -78,4 +78,3 @@ def load_cam_model(
             f"(e.g. {unexpected[:2]})"
         )
     return method.to(device).eval(), config
-
