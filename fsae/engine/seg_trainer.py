@@ -67,8 +67,9 @@ __all__ = [
 
 def resolve_pseudo_labels(path: str | Path) -> Path:
     """The folder of ``<id>.png`` pseudo-masks: ``path/masks`` when it exists (``make_pseudo_labels.py``'s output
-    folder), else ``path`` itself.  :class:`ConfigError` when ``path`` is not a folder."""
-    path = Path(path)
+    folder), else ``path`` itself, as an absolute path (the dataset joins a relative mask folder to its root).
+    :class:`ConfigError` when ``path`` is not a folder."""
+    path = Path(path).resolve()
     if not path.is_dir():
         raise ConfigError(f"pseudo-label folder not found: {path}")
     masks = path / "masks"

@@ -375,3 +375,13 @@ def test_toy_config_on_toy_masks_beats_all_background_by_far(selected_as_slow, t
         chance.update(torch.zeros_like(gt), gt)
     chance_miou = chance.compute()["miou"]
     assert metrics["miou"] > 2.5 * chance_miou and metrics["miou"] > chance_miou + 0.05, (metrics["miou"], chance_miou)
+
+
+def test_a_relative_pseudo_label_folder_is_resolved_from_the_working_directory(tmp_path, monkeypatch):
+    from fsae.engine.seg_trainer import resolve_pseudo_labels
+
+    (tmp_path / "runs" / "labels" / "masks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    found = resolve_pseudo_labels("runs/labels")
+    # absolute: VOCSegmentation joins a relative mask folder to the data root, which once broke `make demo`
+    assert found.is_absolute() and found == tmp_path / "runs" / "labels" / "masks"
