@@ -190,6 +190,10 @@ def write_report(baseline: Path, fsae: Path, output: Path, seg: Path | None = No
         "",
         *_training_rows(variants),
         "",
+        "images/s are each run's own steps (the FSAE run's: the steps after it branched from the baseline); on a "
+        "shared machine they follow the load more than the method. `benchmarks/bench_train_step.py` compares the "
+        "two step times side by side.",
+        "",
     ]
     if seg_metrics is not None:
         lines += [
