@@ -5,18 +5,23 @@ setting on VOC, METHOD.md §2-§4); a YAML file overrides part of it, ``--set a.
 key (the value is parsed as YAML: ``--set optim.lr=0.02``, ``--set fsae.enabled=false``,
 ``--set data.long_side=[256,448]``).  Unknown keys and wrong types are :class:`ConfigError` before any
 heavy work starts.
+
+The loader is generic: a :class:`ConfigSchema` (defaults, choices, typed optional keys, free-form mappings,
+fixed-length numeric lists, extra value checks, a hint for unknown keys) drives :func:`load_config`;
+:data:`CAM_SCHEMA` is the CAM stage's, :mod:`fsae.engine.seg_config` defines the segmentation stage's.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULTS", "ConfigError", "load_config", "set_key"]
+__all__ = ["CAM_SCHEMA", "DEFAULTS", "ConfigError", "ConfigSchema", "did_you_mean", "load_config", "set_key"]
 
 
 class ConfigError(ValueError):
@@ -96,25 +101,64 @@ OPTIONAL = {"method.pretrained_path": str, "data.root": str, "fsae.boundary_weig
 FREE_FORM = {"method.options"}
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def did_you_mean(dotted: str, known: Collection[str]) -> str:
+    """Default unknown-key hint: ``" (did you mean a.b?)"`` for a known key with the same last part, else ``""``."""
+    close = [k for k in known if k.split(".")[-1] == dotted.split(".")[-1]]
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+@dataclass(frozen=True)
+class ConfigSchema:
+    """What :func:`load_config` validates against.
+
+    Attributes:
+        defaults: the nested dict of every key with its default value; a key's type is its default's type.
+        choices: dotted key -> the values allowed.
+        optional: dotted key whose default is None -> the type it takes when set.
+        free_form: dotted keys whose value is a free mapping (its inner keys are not checked).
+        lists: dotted key -> the required length of its list of numbers.
+        extra_check: ``config -> None`` run after the per-key checks; raises :class:`ConfigError`.
+        unknown_hint: ``(dotted key, known dotted keys) -> str`` appended to the unknown-key error.
+    """
+
+    defaults: Mapping[str, Any]
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    optional: Mapping[str, type] = field(default_factory=dict)
+    free_form: Collection[str] = frozenset()
+    lists: Mapping[str, int] = field(default_factory=dict)
+    extra_check: Callable[[dict[str, Any]], None] | None = None
+    unknown_hint: Callable[[str, Collection[str]], str] = did_you_mean
+
+    def known(self) -> dict[str, Any]:
+        """The flat ``{dotted key: default}`` of :attr:`defaults`."""
+        return _flatten(self.defaults, self.free_form)
+
+
+def _flatten(tree: Mapping[str, Any], free_form: Collection[str], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; the mappings at ``free_form`` keys stay whole."""
     flat = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and path not in FREE_FORM:
-            flat.update(_flatten(value, path + "."))
+        if isinstance(value, dict) and path not in free_form:
+            flat.update(_flatten(value, free_form, path + "."))
         else:
             flat[path] = value
     return flat
 
 
-def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``config[a][b] = value`` for ``dotted = "a.b"``; the key must exist in :data:`DEFAULTS`."""
-    known = _flatten(DEFAULTS)
-    inside_free_form = any(dotted.startswith(f + ".") for f in FREE_FORM)
+def _set(config: dict[str, Any], dotted: str, value: Any, schema: ConfigSchema) -> None:
+    """``config[a][b] = value`` for ``dotted = "a.b"``, a key of ``schema`` (or inside one of its free-form keys).
+
+    A mapping given for a section (``dotted`` a prefix of known keys) is merged into it key by key.
+    """
+    known = schema.known()
+    inside_free_form = any(dotted.startswith(f + ".") for f in schema.free_form)
     if dotted not in known and not inside_free_form:
-        close = [k for k in known if k.split(".")[-1] == dotted.split(".")[-1]]
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown config key {dotted!r}{hint}")
+        if isinstance(value, dict) and any(k.startswith(dotted + ".") for k in known):
+            for key, inner in value.items():
+                _set(config, f"{dotted}.{key}", inner, schema)
+            return
+        raise ConfigError(f"unknown config key {dotted!r}{schema.unknown_hint(dotted, known)}")
     node = config
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -122,44 +166,37 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _default_at(path: str) -> Any:
-    node: Any = DEFAULTS
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _merge(config: dict[str, Any], update: dict[str, Any], prefix: str = "") -> None:
-    for key, value in update.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and path not in FREE_FORM and isinstance(_default_at(path), dict):
-            _merge(config, value, path + ".")
-        else:
-            set_key(config, path, value)
-
-
-def _check_types(config: dict[str, Any]) -> None:
-    defaults = _flatten(DEFAULTS)
-    for key, value in _flatten(config).items():
-        default = defaults.get(key)
-        if key in FREE_FORM:
+def _check_types(config: dict[str, Any], schema: ConfigSchema) -> None:
+    """Every key's type, choices and list length, then ``schema.extra_check``; :class:`ConfigError` otherwise."""
+    defaults = schema.known()
+    for key, value in _flatten(config, schema.free_form).items():
+        if key in schema.free_form:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key} must be a mapping, got {value!r}")
             continue
-        if value is None and key in OPTIONAL:
+        if value is None and key in schema.optional:
             continue
-        expected = OPTIONAL.get(key, type(default))
-        ok = isinstance(value, expected) or (
-            expected is float and isinstance(value, int) and not isinstance(value, bool)
-        )
+        expected = schema.optional.get(key, type(defaults.get(key)))
+        ok = isinstance(value, expected) or (expected is float and _is_number(value))
         if expected is int and isinstance(value, bool):
             ok = False
         if not ok:
             raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
+        if key in schema.choices and value not in schema.choices[key]:
+            raise ConfigError(f"{key} must be one of {schema.choices[key]}, got {value!r}")
+        length = schema.lists.get(key)
+        if length is not None and (len(value) != length or not all(_is_number(v) for v in value)):
+            raise ConfigError(f"{key} must be a list of {length} numbers, got {value!r}")
+    if schema.extra_check is not None:
+        schema.extra_check(config)
+
+
+def _check_cam(config: dict[str, Any]) -> None:
+    """The CAM stage's value checks beyond types."""
     train = config["train"]
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
         if train[key] < 1:
@@ -172,9 +209,33 @@ def _check_types(config: dict[str, Any]) -> None:
         raise ConfigError(f"data.long_side must be [min, max], got {config['data']['long_side']}")
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Defaults <- YAML file <- ``key=value`` overrides, validated."""
-    config = copy.deepcopy(DEFAULTS)
+CAM_SCHEMA = ConfigSchema(
+    defaults=DEFAULTS, choices=CHOICES, optional=OPTIONAL, free_form=FREE_FORM, extra_check=_check_cam
+)
+
+
+def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``config[a][b] = value`` for ``dotted = "a.b"``; the key must exist in :data:`DEFAULTS`."""
+    _set(config, dotted, value, CAM_SCHEMA)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Iterable[str] = (), schema: ConfigSchema = CAM_SCHEMA
+) -> dict[str, Any]:
+    """``schema.defaults`` <- YAML file <- ``key=value`` overrides (values parsed as YAML), validated.
+
+    Args:
+        path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys), or None.
+        overrides: ``"a.b=value"`` strings, applied in order after the file.
+        schema: the keys, types and checks; :data:`CAM_SCHEMA` (the CAM stage) by default.
+
+    Returns:
+        A new nested dict with every key of ``schema.defaults``.
+
+    Raises:
+        ConfigError: a missing / invalid file, a malformed override, an unknown key, a wrong type or value.
+    """
+    config = copy.deepcopy(dict(schema.defaults))
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -185,7 +246,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
-        _merge(config, loaded)
+        for key, value in loaded.items():
+            _set(config, str(key), value, schema)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override must look like key=value, got {item!r}")
@@ -194,6 +256,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
-        set_key(config, key.strip(), value)
-    _check_types(config)
+        _set(config, key.strip(), value, schema)
+    _check_types(config, schema)
     return config

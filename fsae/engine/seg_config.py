@@ -7,21 +7,19 @@ flips (+ CRF) -- a YAML file overrides part of it and ``--set a.b=value`` one ke
 keys, wrong types and impossible values are a :class:`~fsae.engine.config.ConfigError` before any heavy work.
 
 The ``optim`` section has the CAM stage's keys, so :func:`fsae.engine.trainer.build_optimizer` and
-:func:`fsae.engine.trainer.lr_factor` serve both stages.
+:func:`fsae.engine.trainer.lr_factor` serve both stages.  The loading and type checks are
+:func:`fsae.engine.config.load_config`'s, driven by :data:`SEG_SCHEMA`.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
+from fsae.engine.config import ConfigError, ConfigSchema, did_you_mean, load_config
 
-from fsae.engine.config import ConfigError
-
-__all__ = ["SEG_DEFAULTS", "load_seg_config"]
+__all__ = ["SEG_DEFAULTS", "SEG_SCHEMA", "load_seg_config"]
 
 SEG_DEFAULTS: dict[str, Any] = {
     "model": {
@@ -83,88 +81,21 @@ SEG_DEFAULTS: dict[str, Any] = {
     },
 }
 
-CHOICES = {
-    "model.name": ("deeplabv2", "deeplabv3plus"),
-    "model.output_stride": (8, 16, 32),
-    "data.dataset": ("voc",),
-    "data.split": ("train_aug", "train", "trainval"),
-    "eval.split": ("val", "train", "trainval", "train_aug"),
-    "eval.predict_split": ("val", "test", "train", "trainval", "train_aug"),
-    "optim.name": ("sgd", "adamw"),
-    "optim.schedule": ("poly", "cosine"),
-    "train.mixed_precision": ("no", "fp16", "bf16"),
-}
-# Keys whose default is None, with the type they take when set.
-OPTIONAL = {
-    "model.pretrained_path": str,
-    "data.root": str,
-    "data.pseudo_labels": str,
-    "eval.split": str,
-    "eval.predict_split": str,
-}
-FREE_FORM = {"model.options"}
-LISTS = {"data.scale": 2, "eval.crf_gaussian": 2, "eval.crf_bilateral": 3}
 
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and path not in FREE_FORM:
-            flat.update(_flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-_KNOWN = _flatten(SEG_DEFAULTS)
-
-
-def _set(config: dict[str, Any], dotted: str, value: Any) -> None:
-    inside_free_form = any(dotted.startswith(f + ".") for f in FREE_FORM)
-    if dotted not in _KNOWN and not inside_free_form:
-        sections = {k.split(".")[0] for k in _KNOWN}
-        if isinstance(value, dict) and any(k.startswith(dotted + ".") for k in _KNOWN):
-            for key, inner in value.items():
-                _set(config, f"{dotted}.{key}", inner)
-            return
-        close = [k for k in _KNOWN if k.split(".")[-1] == dotted.split(".")[-1]]
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        if dotted.split(".")[0] in ("method", "fsae", "augment"):
-            hint = " (a CAM-stage key: this is a segmentation config, see recipes/configs/voc_seg_deeplabv2.yaml)"
-        elif not close and dotted.split(".")[0] not in sections:
-            hint = f" (sections: {', '.join(sorted(sections))})"
-        raise ConfigError(f"unknown config key {dotted!r}{hint}")
-    node = config
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+def _hint(dotted: str, known: Collection[str]) -> str:
+    """Unknown-key hint: a CAM-stage key, a close key, or the list of sections."""
+    section = dotted.split(".")[0]
+    if section in ("method", "fsae", "augment"):
+        return " (a CAM-stage key: this is a segmentation config, see recipes/configs/voc_seg_deeplabv2.yaml)"
+    hint = did_you_mean(dotted, known)
+    sections = {k.split(".")[0] for k in known}
+    if not hint and section not in sections:
+        hint = f" (sections: {', '.join(sorted(sections))})"
+    return hint
 
 
 def _check(config: dict[str, Any]) -> None:
-    for key, value in _flatten(config).items():
-        default = _KNOWN.get(key)
-        if key in FREE_FORM:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key} must be a mapping, got {value!r}")
-            continue
-        if value is None and key in OPTIONAL:
-            continue
-        expected = OPTIONAL.get(key, type(default))
-        ok = isinstance(value, expected) or (
-            expected is float and isinstance(value, int) and not isinstance(value, bool)
-        )
-        if expected is int and isinstance(value, bool):
-            ok = False
-        if not ok:
-            raise ConfigError(f"{key} must be {expected.__name__}, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{key} must be one of {CHOICES[key]}, got {value!r}")
-        if key in LISTS and (
-            len(value) != LISTS[key] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        ):
-            raise ConfigError(f"{key} must be a list of {LISTS[key]} numbers, got {value!r}")
+    """The segmentation stage's value checks beyond types."""
     train, data, ev = config["train"], config["data"], config["eval"]
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
         if train[key] < 1:
@@ -186,29 +117,34 @@ def _check(config: dict[str, Any]) -> None:
         raise ConfigError("eval.crf_iterations and eval.crf_workers must be >= 0")
 
 
+SEG_SCHEMA = ConfigSchema(
+    defaults=SEG_DEFAULTS,
+    choices={
+        "model.name": ("deeplabv2", "deeplabv3plus"),
+        "model.output_stride": (8, 16, 32),
+        "data.dataset": ("voc",),
+        "data.split": ("train_aug", "train", "trainval"),
+        "eval.split": ("val", "train", "trainval", "train_aug"),
+        "eval.predict_split": ("val", "test", "train", "trainval", "train_aug"),
+        "optim.name": ("sgd", "adamw"),
+        "optim.schedule": ("poly", "cosine"),
+        "train.mixed_precision": ("no", "fp16", "bf16"),
+    },
+    # keys whose default is None, with the type they take when set
+    optional={
+        "model.pretrained_path": str,
+        "data.root": str,
+        "data.pseudo_labels": str,
+        "eval.split": str,
+        "eval.predict_split": str,
+    },
+    free_form=frozenset({"model.options"}),
+    lists={"data.scale": 2, "eval.crf_gaussian": 2, "eval.crf_bilateral": 3},
+    extra_check=_check,
+    unknown_hint=_hint,
+)
+
+
 def load_seg_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """:data:`SEG_DEFAULTS` <- YAML file <- ``key=value`` overrides, validated (:class:`ConfigError` otherwise)."""
-    config = copy.deepcopy(SEG_DEFAULTS)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        for key, value in _flatten(loaded).items():
-            _set(config, key, value)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override must look like key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
-        _set(config, key.strip(), value)
-    _check(config)
-    return config
+    return load_config(path, overrides, SEG_SCHEMA)

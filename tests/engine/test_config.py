@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from fsae.engine import DEFAULTS, ConfigError, load_config, load_seg_config
+from fsae.engine.config import ConfigSchema, set_key
 
 ALL_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "recipes" / "configs").glob("*.yaml"))
 SEG_CONFIGS = [p for p in ALL_CONFIGS if "_seg" in p.stem]  # second stage (recipes/train_seg.py)
@@ -80,3 +81,68 @@ def test_bad_files(tmp_path):
     (tmp_path / "section.yaml").write_text("optimizer:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="unknown config key 'optimizer'"):
         load_config(tmp_path / "section.yaml")
+
+
+# --- the generic loader, on a small schema of its own ----------------------------------------------------------
+
+
+def _check_small(config):
+    if config["net"]["depth"] > config["net"]["width"]:
+        raise ConfigError("net.depth must be <= net.width")
+
+
+SMALL = ConfigSchema(
+    defaults={
+        "net": {"depth": 2, "width": 8, "act": "relu", "extra": {}},
+        "run": {"lr": 0.1, "size": [1, 2], "out": None, "flag": False},
+    },
+    choices={"net.act": ("relu", "gelu")},
+    optional={"run.out": str},
+    free_form={"net.extra"},
+    lists={"run.size": 2},
+    extra_check=_check_small,
+    unknown_hint=lambda dotted, known: f" [{len(known)} keys]",
+)
+
+
+def test_schema_loader_sets_merges_and_copies(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("net:\n  act: gelu\n  extra: {a: {b: 1}}\nrun.lr: 1\n")
+    config = load_config(path, ["run={out: here, size: [3, 4.5]}", "net.extra.c=2"], schema=SMALL)
+    assert config == {
+        "net": {"depth": 2, "width": 8, "act": "gelu", "extra": {"a": {"b": 1}, "c": 2}},
+        "run": {"lr": 1, "size": [3, 4.5], "out": "here", "flag": False},
+    }
+    assert SMALL.defaults["net"]["extra"] == {} and SMALL.defaults["run"]["out"] is None  # defaults untouched
+    assert load_config(schema=SMALL) == SMALL.defaults
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["net.heads=4"], r"unknown config key 'net.heads' \[8 keys\]$"),  # the schema's hint (free-form key: one)
+        (["depth=1"], r"unknown config key 'depth' \[8 keys\]$"),
+        (["net.depth=true"], "net.depth must be int, got True"),
+        (["run.lr=[1]"], "run.lr must be float"),
+        (["run.flag=1"], "run.flag must be bool"),
+        (["run.out=3"], "run.out must be str"),
+        (["net.extra=1"], "net.extra must be a mapping"),
+        (["net.act=tanh"], r"net.act must be one of \('relu', 'gelu'\)"),
+        (["run.size=[1, 2, 3]"], "run.size must be a list of 2 numbers"),
+        (["run.size=[1, false]"], "run.size must be a list of 2 numbers"),
+        (["net.depth=9"], "net.depth must be <= net.width"),  # extra_check
+    ],
+)
+def test_schema_loader_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides, schema=SMALL)
+
+
+def test_default_hint_and_set_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'run.act' \(did you mean net.act\?\)"):
+        load_config(None, ["run.act=relu"], schema=ConfigSchema(defaults=SMALL.defaults, free_form={"net.extra"}))
+    config = load_config()
+    set_key(config, "optim", {"lr": 0.5, "name": "adamw"})  # a section given as a mapping is merged
+    assert config["optim"]["lr"] == 0.5 and config["optim"]["name"] == "adamw" and config["optim"]["momentum"] == 0.9
+    with pytest.raises(ConfigError, match="unknown config key 'optim.foo'"):
+        set_key(config, "optim", {"foo": 1})
