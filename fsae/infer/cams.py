@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from fsae.infer._scales import summed_scale_probs
 from fsae.ops import cam_normalize
 
 __all__ = ["multiscale_cams"]
@@ -46,28 +46,11 @@ def multiscale_cams(
         raise ValueError(f"labels must be (B, C) with B={image.shape[0]}, got {tuple(labels.shape)}")
     if not scales:
         raise ValueError("scales must not be empty")
-    batch, _, height, width = image.shape
-    was_training = getattr(model, "training", None)
-    if was_training:
-        model.eval()
-    try:
-        total = None
-        for scale in scales:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = image
-            if size != (height, width):
-                scaled = F.interpolate(image, size, mode="bilinear", align_corners=False)
-            inputs = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-            logits = model(inputs)
-            if logits.dim() != 4 or logits.shape[1] != labels.shape[1] + 1:
-                raise ValueError(
-                    f"model returned {tuple(logits.shape)}; expected (N, C+1, h, w) with C={labels.shape[1]}"
-                )
-            probs = logits.float().softmax(1)[:, 1:]
-            probs = F.interpolate(probs, (height, width), mode="bilinear", align_corners=False)
-            summed = probs[:batch] + probs[batch:].flip(-1) if flip else probs
-            total = summed if total is None else total + summed
-    finally:
-        if was_training:
-            model.train()
+    num_classes = labels.shape[1]
+
+    def check(logits: torch.Tensor, inputs: torch.Tensor) -> None:
+        if logits.dim() != 4 or logits.shape[1] != num_classes + 1:
+            raise ValueError(f"model returned {tuple(logits.shape)}; expected (N, C+1, h, w) with C={num_classes}")
+
+    total = summed_scale_probs(model, image, scales, flip, check, first_channel=1)
     return cam_normalize(total, labels, mode="max", eps=1e-5)

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from fsae.data.palette import write_label_png
 from fsae.eval.confusion import ConfusionMatrix
+from fsae.infer._scales import summed_scale_probs
 from fsae.infer.crf import _single_thread_worker, dense_crf
 
 __all__ = [
@@ -68,29 +68,12 @@ def multiscale_segment(
         raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
     if not scales:
         raise ValueError("scales must not be empty")
-    batch, _, height, width = image.shape
-    was_training = getattr(model, "training", None)
-    if was_training:
-        model.eval()
-    try:
-        total = None
-        for scale in scales:
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            scaled = (
-                image if size == (height, width) else F.interpolate(image, size, mode="bilinear", align_corners=False)
-            )
-            inputs = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-            logits = model(inputs)
-            if logits.dim() != 4 or logits.shape[0] != inputs.shape[0]:
-                raise ValueError(
-                    f"model returned {tuple(logits.shape)}; expected (N, K, h, w) with N={inputs.shape[0]}"
-                )
-            probs = F.interpolate(logits.float().softmax(1), (height, width), mode="bilinear", align_corners=False)
-            summed = probs[:batch] + probs[batch:].flip(-1) if flip else probs
-            total = summed if total is None else total + summed
-    finally:
-        if was_training:
-            model.train()
+
+    def check(logits: torch.Tensor, inputs: torch.Tensor) -> None:
+        if logits.dim() != 4 or logits.shape[0] != inputs.shape[0]:
+            raise ValueError(f"model returned {tuple(logits.shape)}; expected (N, K, h, w) with N={inputs.shape[0]}")
+
+    total = summed_scale_probs(model, image, scales, flip, check)
     return total / (len(scales) * (2 if flip else 1))
 
 
