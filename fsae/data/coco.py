@@ -5,6 +5,7 @@
     COCO2014/{train,validation}/image/{id}.jpg
     COCO2014/{train,validation}/mask/{id}.png    class-id PNGs, 0 = background, 255 = ignore
     COCO2014/{train,validation}/xml/             (not read)
+    COCO2014/{train,validation}/{saliency_dir}/{id}.png   optional saliency maps (8-bit grayscale)
 
 ``root`` is the ``COCO2014`` folder; split ``train`` or ``val`` (the
 ``validation`` folder).  Ids are the image file stems.
@@ -66,8 +67,11 @@ class COCOSegmentation(SegmentationDataset):
         split: ``train`` or ``val``.
         mask_ids: ``"contiguous"`` (mask values 0..80) or ``"coco"`` (raw category ids, mapped).
         transform, cache_dir, seed, on_error: as for :class:`~fsae.data.voc.VOCSegmentation`.
+        saliency_dir: folder of saliency maps ``{id}.png`` inside the split's folder (next to ``image`` and
+            ``mask``, e.g. ``train/SALImages``; an absolute path is used as it is), or None (default).
 
-    Items: ``image`` uint8 (3, H, W), ``mask`` int64 (H, W), ``labels`` float32 (80,), ``id``.
+    Items: ``image`` uint8 (3, H, W), ``mask`` int64 (H, W), ``labels`` float32 (80,), ``id``; with
+    ``saliency_dir`` also ``saliency`` float32 (1, H, W) in [0, 1].
     """
 
     num_classes = 80
@@ -81,6 +85,7 @@ class COCOSegmentation(SegmentationDataset):
         cache_dir: str | Path | None = None,
         seed: int = 0,
         on_error: str = "raise",
+        saliency_dir: str | None = None,
     ) -> None:
         root = Path(root)
         if split not in SPLIT_FOLDERS:
@@ -94,6 +99,9 @@ class COCOSegmentation(SegmentationDataset):
         for needed in (images, masks):
             if not needed.is_dir():
                 raise DatasetError(f"COCO folder not found: {needed}")
+        saliency = None if saliency_dir is None else folder / saliency_dir
+        if saliency is not None and not saliency.is_dir():
+            raise DatasetError(f"saliency folder not found: {saliency}")
         ids = sorted(p.stem for p in images.glob("*.jpg"))
         if not ids:
             raise DatasetError(f"no .jpg images in {images}")
@@ -109,5 +117,6 @@ class COCOSegmentation(SegmentationDataset):
             seed=seed,
             on_error=on_error,
             mask_lut=coco_id_lut() if mask_ids == "coco" else None,
+            saliency_paths=None if saliency is None else {i: saliency / f"{i}.png" for i in ids},
         )
         self.root, self.split = root, split

@@ -6,15 +6,19 @@ masks (every value other than 0 and 255), computed once and cached in a small
 JSON file that is recomputed when any mask file changes.  Errors are one line
 naming the file: :class:`DatasetError` (a ``ValueError``).
 
-Samples are dicts.  The loader reads ``image`` (``uint8 (H, W, 3)`` RGB) and
-``mask`` (``uint8 (H, W)``, when the split has masks), calls the optional
+Samples are dicts.  The loader reads ``image`` (``uint8 (H, W, 3)`` RGB),
+``mask`` (``uint8 (H, W)``, when the split has masks) and ``saliency``
+(``uint8 (H, W)``, 0..255, when the dataset was given a saliency folder:
+off-the-shelf saliency maps as EPS / PPC use them), calls the optional
 ``transform(sample, rng)`` (geometry only, see :mod:`fsae.data.transforms`;
 ``rng`` is a ``numpy.random.Generator`` seeded from ``(seed, epoch, index)``,
 so the draws do not depend on the number of workers or processes), then
 returns tensors: every ``image*`` array as ``uint8 (3, H, W)``, every
-``mask*`` array as ``int64 (H, W)``, ``labels`` as ``float32 (C,)``
-multi-hot, ``id`` as ``str``, plus whatever the transform recorded (e.g.
-``geometry``).
+``mask*`` array as ``int64 (H, W)``, every ``saliency*`` array as
+``float32 (1, H, W)`` in [0, 1] (``uint8`` maps divided by 255), ``labels`` as
+``float32 (C,)`` multi-hot, ``id`` as ``str``, plus whatever the transform
+recorded (e.g. ``geometry``).  The default collate stacks ``saliency`` into
+``float32 (B, 1, H, W)``, geometry-aligned with ``image`` and ``mask``.
 """
 
 from __future__ import annotations
@@ -77,6 +81,24 @@ def read_mask(path: Path, num_classes: int, lut: np.ndarray | None = None) -> np
             f"(wrong mask folder, or RGB colour masks instead of class-id PNGs?)"
         )
     return mask
+
+
+def read_saliency(path: Path) -> np.ndarray:
+    """``uint8 (H, W)`` saliency map, 0..255, from an 8-bit PNG (grayscale; colour maps are converted to luminance).
+
+    :class:`DatasetError` naming the file when it is missing, unreadable or not 8 bits per channel.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA"):
+                raise DatasetError(
+                    f"saliency map {path} has image mode {image.mode}; expected an 8-bit grayscale PNG (0..255)"
+                )
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DatasetError(f"saliency map not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f"unreadable saliency map {path}: {err}") from None
 
 
 def labels_from_mask(mask: np.ndarray, num_classes: int) -> list[int]:
@@ -148,6 +170,9 @@ class SegmentationDataset(Dataset):
             error naming the file; ``"skip"`` logs it, counts it in ``skipped`` and returns the
             next readable sample instead (for long runs over data with a few corrupt files).
         mask_lut: optional ``uint8 (256,)`` table applied to raw mask values (e.g. COCO ids).
+        saliency_paths: per id, an 8-bit grayscale saliency map of the image's size (``uint8`` 0..255);
+            items then hold ``saliency`` ``float32 (1, H, W)`` in [0, 1], transformed with the image.
+            None (default): no saliency.
     """
 
     def __init__(
@@ -162,6 +187,7 @@ class SegmentationDataset(Dataset):
         seed: int = 0,
         on_error: str = "raise",
         mask_lut: np.ndarray | None = None,
+        saliency_paths: dict[str, Path] | None = None,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -175,11 +201,17 @@ class SegmentationDataset(Dataset):
         self.epoch = 0
         self.on_error = on_error
         self.mask_lut = mask_lut
+        self.saliency_paths = saliency_paths
         self.skipped = 0
         missing = [image_paths[i] for i in self.ids if not image_paths[i].is_file()]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise DatasetError(f"image not found: {missing[0]}{more}")
+        if saliency_paths is not None:
+            absent = [saliency_paths[i] for i in self.ids if not saliency_paths[i].is_file()]
+            if absent:
+                more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+                raise DatasetError(f"saliency map not found: {absent[0]}{more}")
         self.labels: dict[str, list[int]] | None = None
         if mask_paths is not None:
             absent = [mask_paths[i] for i in self.ids if not mask_paths[i].is_file()]
@@ -228,6 +260,14 @@ class SegmentationDataset(Dataset):
                     f"{sample['image'].shape[1]}x{sample['image'].shape[0]}"
                 )
             sample["mask"] = mask
+        if self.saliency_paths is not None:
+            saliency = read_saliency(self.saliency_paths[sample_id])
+            if saliency.shape != sample["image"].shape[:2]:
+                raise DatasetError(
+                    f"saliency map {self.saliency_paths[sample_id]} is {saliency.shape[1]}x{saliency.shape[0]} "
+                    f"but its image is {sample['image'].shape[1]}x{sample['image'].shape[0]}"
+                )
+            sample["saliency"] = saliency
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = self.transform(sample, rng)
@@ -244,4 +284,8 @@ def _to_tensor(key: str, value: Any) -> Any:
         return torch.from_numpy(np.ascontiguousarray(value.transpose(2, 0, 1)))
     if key.startswith("mask"):
         return torch.from_numpy(value.astype(np.int64))
+    if key.startswith("saliency"):
+        if value.dtype == np.uint8:
+            return torch.from_numpy(value.astype(np.float32) / 255.0)[None]
+        return torch.from_numpy(np.clip(value, 0.0, 1.0).astype(np.float32))[None]
     return torch.from_numpy(value)

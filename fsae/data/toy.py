@@ -9,6 +9,8 @@ images with palette-PNG masks into ``root``, which becomes the ``VOC2012`` folde
     root/SegmentationClass/{id}.png         (ids of train.txt and val.txt only)
     root/SegmentationClassAug/{id}.png      (every id, like the SBD-augmented set)
     root/SegmentationObject/                (empty)
+    root/SALImages/{id}.png                 (every id: simulated off-the-shelf saliency maps, 8-bit grayscale
+                                             0..255, as EPS / PPC users have them; see "Saliency" below)
     root/.fsae_toy.json                     (marker: parameters; lets re-runs overwrite it safely)
 
 Ids look like VOC's (``2007_000032``). ``num_val`` ids form ``val.txt``; of the ``num_train`` training
@@ -54,11 +56,30 @@ and in every object the part covers at most 0.15 / 0.65 < 25 % of the object's v
 dataset). A mild brightness jitter per object and Gaussian pixel noise (sigma 3) are
 added before JPEG encoding.
 
+Saliency
+--------
+``SALImages`` holds what an imperfect class-agnostic saliency detector (PoolNet on VOC, as EPS and PPC
+use it) could output; PPC's EPS term (``data.saliency_dir: SALImages``) trains on it. Painted in the
+image's drawing order, so the visible surface decides:
+
+* every object (its visible body, part included) is salient at a level drawn per object from
+  U[0.6, 1.0]; with probability 0.15 the detector half-misses it: its body gets only U[0.2, 0.5],
+  except within 1.5 part radii of its part's centre, which keeps the object's level;
+* false positives: the decoy disc (when the image has one) is salient at U[0.5, 0.9], and each
+  background clutter item with probability 0.25 at U[0.3, 0.8] (the others are not salient);
+* the rest of the background is 0; the map is then blurred (Gaussian, sigma 1.5 px at the 192 px
+  default, scaled with ``image_size``: soft edges) and written as ``round(255 * s)``.
+
+Over the default dataset (360 images, 192 px) the mean saliency is 0.75 inside objects and 0.04 on
+the background (the ignore band excluded from both); 90 % of the object pixels and 3 % of the
+background pixels are salient (> 0.5), which is what EPS's rounding sees.
+
 Every random draw comes from a ``numpy.random.Generator`` seeded by ``SeedSequence(seed)`` with a
-spawn key per use (the id list; one per image index), so the output depends only on the arguments,
-never on the process count or on the order images are written. ``render_toy_sample(seed, index,
-image_size)`` returns image ``index`` with its instance and part maps (what the written files were
-made from), and ``load_toy_sample(root, image_id)`` does the same for an id of a written dataset.
+spawn key per use (the id list; one per image index; one per image index for its saliency, so the
+saliency never shifts the images' draws), so the output depends only on the arguments, never on the
+process count or on the order images are written. ``render_toy_sample(seed, index, image_size)``
+returns image ``index`` with its instance, part and saliency maps (what the written files were made
+from), and ``load_toy_sample(root, image_id)`` does the same for an id of a written dataset.
 
 Per-class design (``CLASS_DESIGN``; ``design_table_markdown()`` formats it)::
 
@@ -128,7 +149,7 @@ TRAIN_LIST_FRACTION = 0.4
 JPEG_QUALITY = 90
 MARKER = ".fsae_toy.json"
 MAX_IMAGES = 20000
-GENERATOR_VERSION = 1  # bump when the drawing changes, so that earlier toy datasets are rewritten
+GENERATOR_VERSION = 2  # bump when the drawing changes, so that earlier toy datasets are rewritten (2: SALImages)
 
 PART_PATTERNS = ("rings", "checker", "cross", "spokes", "stripes")
 PART_COLOURS = {"red": (215, 30, 35), "green": (25, 160, 60), "blue": (30, 80, 215), "yellow": (240, 195, 20)}
@@ -143,6 +164,7 @@ _VOC_DIRS = (
     "SegmentationClass",
     "SegmentationClassAug",
     "SegmentationObject",
+    "SALImages",  # not VOC's own: the saliency maps EPS / PPC read, in the folder their users keep them in
 )
 _OBJECT_COUNT_P = (0.40, 0.35, 0.25)
 _OBJECT_SCALE = (1.0, 0.9, 0.8)
@@ -152,6 +174,15 @@ _MIN_VISIBLE = 0.65
 _MIN_IN_IMAGE = 0.70
 _PART_CLEARANCE = 2.0
 _DECOY_P = 0.3
+# Simulated saliency (module docstring, "Saliency")
+_SAL_SIGMA = 1.5  # Gaussian blur sigma in px at the 192 px default, scaled with image_size
+_SAL_OBJECT = (0.6, 1.0)
+_SAL_MISS_P = 0.15
+_SAL_MISS = (0.2, 0.5)
+_SAL_NEAR_PART = 1.5  # a half-missed object stays salient within this many part radii of its part's centre
+_SAL_DECOY = (0.5, 0.9)
+_SAL_CLUTTER_P = 0.25
+_SAL_CLUTTER = (0.3, 0.8)
 # Five classes with one body family (ellipse / shaded) and five different parts: only the part tells them
 # apart, the body is shared. The small-pool toy set of the demo (a task learnt from scratch in minutes).
 SAME_BODY_CLASSES = (1, 5, 9, 13, 17)
@@ -198,6 +229,8 @@ class ToySample:
         instances: ``uint8 (H, W)``: ``k`` where object ``k`` (1-based, drawing order) is visible, else 0.
         parts: ``uint8 (H, W)``: ``k`` on the discriminative part of object ``k`` (always fully visible).
         classes: class id of each object, in drawing order.
+        saliency: ``uint8 (H, W)`` simulated off-the-shelf saliency, 0..255 (the ``SALImages`` map written;
+            module docstring, "Saliency").
     """
 
     image: np.ndarray
@@ -205,6 +238,7 @@ class ToySample:
     instances: np.ndarray
     parts: np.ndarray
     classes: tuple[int, ...]
+    saliency: np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,8 +324,11 @@ def _paint_glyph_disc(
 # Background
 
 
-def _background(rng: np.random.Generator, grid: _Grid) -> np.ndarray:
+def _background(rng: np.random.Generator, grid: _Grid) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """The background image ``float32 (H, W, 3)`` and its painted items in painting order: ``("clutter", mask)``
+    per clutter item and ``("decoy", mask)`` for the decoy disc, each mask ``bool (H, W)`` (for the saliency)."""
     height, width = grid.shape
+    layers: list[tuple[str, np.ndarray]] = []
     short = min(height, width)
     cells = (int(rng.integers(2, 6)), int(rng.integers(2, 6)))
     noise = _smooth_noise(rng, grid.shape, cells, 4)  # three colour planes and a grey one, mixed
@@ -317,13 +354,14 @@ def _background(rng: np.random.Generator, grid: _Grid) -> np.ndarray:
                 on ^= np.floor(v / period).astype(np.int32) % 2 == 0
             image[mask & on] = _random_colour(rng, (0.0, 1.0), (0.5, 1.0))
             image[mask & ~on] = _random_colour(rng, (0.0, 1.0), (0.1, 0.6))
+        layers.append(("clutter", mask))
     if rng.random() < _DECOY_P:
         radius = max(0.03 * max(height, width), short * rng.uniform(0.05, 0.08))
         colour = np.array(list(DECOY_COLOURS.values())[int(rng.integers(len(DECOY_COLOURS)))], dtype=np.float32)
         pattern = PART_PATTERNS[int(rng.integers(len(PART_PATTERNS)))]
         cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
-        _paint_glyph_disc(image, grid, rng, pattern, colour, cx, cy, radius)
-    return image
+        layers.append(("decoy", _paint_glyph_disc(image, grid, rng, pattern, colour, cx, cy, radius)))
+    return image, layers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,6 +491,65 @@ def _image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
 
 
+# ----------------------------------------------------------------------------------------------
+# Simulated off-the-shelf saliency
+
+
+def _saliency_rng(seed: int, index: int) -> np.random.Generator:
+    """The saliency's own stream (spawn key 2): the image's draws (spawn key 1) stay as they were."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
+
+
+def _gaussian_blur(field: np.ndarray, sigma: float) -> np.ndarray:
+    """``float32 (H, W)`` separable Gaussian blur of ``field`` (edges replicated, kernel cut at 3 sigma)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    height, width = field.shape
+    padded = np.pad(field.astype(np.float64), radius, mode="edge")
+    rows = sum(w * padded[:, k : k + width] for k, w in enumerate(kernel))
+    return sum(w * rows[k : k + height] for k, w in enumerate(kernel)).astype(np.float32)
+
+
+def _simulated_saliency(
+    seed: int,
+    index: int,
+    image_size: int,
+    grid: _Grid,
+    layers: Sequence[tuple[str, np.ndarray]],
+    instances: np.ndarray,
+    placed: Sequence[_Object],
+) -> np.ndarray:
+    """``uint8 (H, W)`` saliency of image ``index`` (module docstring, "Saliency").
+
+    ``layers``: the background's ``(kind, bool (H, W) mask)`` items in painting order (``_background``);
+    ``instances``: ``uint8 (H, W)`` visible object ids; ``placed``: the objects in drawing order.
+    """
+    rng = _saliency_rng(seed, index)
+    value = np.zeros(grid.shape, dtype=np.float32)
+    for kind, mask in layers:  # a later item covers an earlier one, as in the image
+        if kind == "decoy":
+            value[mask] = rng.uniform(*_SAL_DECOY)
+        else:
+            salient = rng.random() < _SAL_CLUTTER_P
+            level = rng.uniform(*_SAL_CLUTTER)
+            value[mask] = level if salient else 0.0
+    for k, obj in enumerate(placed, start=1):
+        visible = instances == k
+        level = rng.uniform(*_SAL_OBJECT)
+        missed = rng.random() < _SAL_MISS_P
+        missed_level = rng.uniform(*_SAL_MISS)
+        if missed:
+            near = np.hypot(grid.xx - obj.part_cx, grid.yy - obj.part_cy) <= _SAL_NEAR_PART * obj.part_radius
+            value[visible] = missed_level
+            value[visible & near] = level
+        else:
+            value[visible] = level
+    blurred = _gaussian_blur(value, _SAL_SIGMA * image_size / 192.0)
+    return np.clip(np.rint(blurred * 255.0), 0, 255).astype(np.uint8)
+
+
 def render_toy_sample(seed: int, index: int, image_size: int = 192, classes: Sequence[int] | None = None) -> ToySample:
     """Render image ``index`` of the toy dataset for ``seed`` (deterministic; see the module docstring).
 
@@ -468,7 +565,7 @@ def render_toy_sample(seed: int, index: int, image_size: int = 192, classes: Seq
         int(rng.choice(3, p=(0.5, 0.25, 0.25)))
     ]
     grid = _make_grid(height, width)
-    image = _background(rng, grid)
+    image, layers = _background(rng, grid)
 
     count = int(rng.choice(3, p=_OBJECT_COUNT_P)) + 1
     classes = [pool[int(c)] for c in rng.choice(len(pool), size=count, replace=False)]
@@ -504,7 +601,8 @@ def render_toy_sample(seed: int, index: int, image_size: int = 192, classes: Seq
     lookup[1 : len(placed) + 1] = [obj.class_id for obj in placed]
     label = lookup[instances]
     label[_boundary_band(instances)] = IGNORE_INDEX
-    return ToySample(image, label, instances, parts, tuple(obj.class_id for obj in placed))
+    saliency = _simulated_saliency(seed, index, image_size, grid, layers, instances, placed)
+    return ToySample(image, label, instances, parts, tuple(obj.class_id for obj in placed), saliency)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,6 +659,7 @@ def _is_complete(root: Path, marker: dict | None, params: dict) -> bool:
     listed = splits["train"] + splits["val"]
     files = [root / "JPEGImages" / f"{i}.jpg" for i in ids] + [root / "SegmentationClassAug" / f"{i}.png" for i in ids]
     files += [root / "SegmentationClass" / f"{i}.png" for i in listed]
+    files += [root / "SALImages" / f"{i}.png" for i in ids]
     files += [root / "ImageSets" / "Segmentation" / f"{name}.txt" for name in ("train", "val", "trainval")]
     return all(path.is_file() for path in files)
 
@@ -609,6 +708,7 @@ def _write_dataset(
         write_label_png(root / "SegmentationClassAug" / f"{image_id}.png", sample.label)
         if image_id in listed:
             write_label_png(root / "SegmentationClass" / f"{image_id}.png", sample.label)
+        Image.fromarray(sample.saliency, mode="L").save(root / "SALImages" / f"{image_id}.png")
     lists = {"train": splits["train"], "val": splits["val"], "trainval": sorted(listed)}
     for name, names in lists.items():
         (root / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("".join(f"{i}\n" for i in names))
@@ -631,7 +731,7 @@ def make_toy_dataset(
     Args:
         root: target folder; created if missing. It must be missing, empty, or a toy dataset written
             earlier (recognised by its ``.fsae_toy.json`` marker), which is then replaced, or kept as it
-            is when it was written, completely, with the same arguments.
+            is when it was written, completely, with the same arguments (by this version of the generator).
         num_train: training ids (``train_aug``), >= 2; 40 % of them are listed in ``train.txt``.
         num_val: ``val`` ids, >= 1.
         seed: non-negative integer; the output is a function of the arguments only.
@@ -652,7 +752,7 @@ def make_toy_dataset(
 
 
 def load_toy_sample(root: str | Path, image_id: str) -> ToySample:
-    """Re-render image ``image_id`` of the toy dataset at ``root`` (with its instance and part maps)."""
+    """Re-render image ``image_id`` of the toy dataset at ``root`` (with its instance, part and saliency maps)."""
     root = Path(root)
     marker = _read_marker(root)
     if marker is None:

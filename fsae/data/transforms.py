@@ -3,7 +3,11 @@
 Photometric work is not done here: it runs batched on the training device
 (:mod:`fsae.augment`).  Each transform is ``transform(sample, rng) -> sample``
 on dicts holding ``image`` (``uint8 (H, W, 3)``) and optionally ``mask``
-(``uint8 (H, W)``), with ``rng`` a ``numpy.random.Generator``; each records
+(``uint8 (H, W)``) and ``saliency`` (``uint8 (H, W)`` 0..255 or a float
+``(H, W)`` map in [0, 1]), with ``rng`` a ``numpy.random.Generator``; ``mask``
+and ``saliency`` get the image's geometry (resized nearest / bilinear, flipped,
+cropped with fill 255 / 0; a ``uint8`` saliency stays ``uint8``, a float one
+becomes ``float32`` where a transform touches it).  Each transform records
 what it drew in ``sample["geometry"]`` (a flat dict of ints, which the default
 collate turns into ``(B,)`` tensors), so views can be aligned and a crop can be
 mapped back to its image:
@@ -69,6 +73,20 @@ def _resize(array: np.ndarray, height: int, width: int, resample: Image.Resampli
     return np.asarray(Image.fromarray(array).resize((width, height), resample))
 
 
+def _saliency(sample: Sample) -> np.ndarray:
+    """``sample["saliency"]`` as ``uint8`` (kept) or ``float32`` (any other dtype: PIL's float mode "F")."""
+    saliency = sample["saliency"]
+    return saliency if saliency.dtype == np.uint8 else saliency.astype(np.float32, copy=False)
+
+
+def _resize_aligned(sample: Sample, height: int, width: int) -> None:
+    """Resize the optional ``mask`` (nearest) and ``saliency`` (bilinear) of ``sample`` to ``height x width``."""
+    if "mask" in sample:
+        sample["mask"] = _resize(sample["mask"], height, width, Image.Resampling.NEAREST)
+    if "saliency" in sample:
+        sample["saliency"] = _resize(_saliency(sample), height, width, Image.Resampling.BILINEAR)
+
+
 class Compose:
     """Apply transforms in order with one generator."""
 
@@ -85,7 +103,8 @@ class Compose:
 
 
 class RandomResizeLong:
-    """Resize so the long side is an integer drawn from U{min_long..max_long}: image bicubic, mask nearest."""
+    """Resize so the long side is an integer drawn from U{min_long..max_long}: image bicubic, mask nearest,
+    saliency bilinear."""
 
     def __init__(self, min_long: int, max_long: int) -> None:
         if not 0 < min_long <= max_long:
@@ -99,8 +118,7 @@ class RandomResizeLong:
         scale = target / max(height, width)
         new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
         sample["image"] = _resize(sample["image"], new_h, new_w, Image.Resampling.BICUBIC)
-        if "mask" in sample:
-            sample["mask"] = _resize(sample["mask"], new_h, new_w, Image.Resampling.NEAREST)
+        _resize_aligned(sample, new_h, new_w)
         geometry["resized_h"], geometry["resized_w"] = new_h, new_w
         return sample
 
@@ -109,7 +127,7 @@ class RandomResizeLong:
 
 
 class RandomScale:
-    """Resize by a factor drawn from U[min_scale, max_scale] (continuous): image bilinear, mask nearest.
+    """Resize by a factor drawn from U[min_scale, max_scale] (continuous): image and saliency bilinear, mask nearest.
 
     DeepLab's training scale augmentation; sides are ``max(1, round(side * factor))``.
     """
@@ -126,8 +144,7 @@ class RandomScale:
         new_h, new_w = max(1, round(height * factor)), max(1, round(width * factor))
         if (new_h, new_w) != (height, width):
             sample["image"] = _resize(sample["image"], new_h, new_w, Image.Resampling.BILINEAR)
-            if "mask" in sample:
-                sample["mask"] = _resize(sample["mask"], new_h, new_w, Image.Resampling.NEAREST)
+            _resize_aligned(sample, new_h, new_w)
         geometry["resized_h"], geometry["resized_w"] = new_h, new_w
         return sample
 
@@ -136,7 +153,7 @@ class RandomScale:
 
 
 class RandomHorizontalFlip:
-    """Flip image and mask left-right with probability ``p``."""
+    """Flip image, mask and saliency left-right with probability ``p``."""
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
@@ -150,6 +167,8 @@ class RandomHorizontalFlip:
             sample["image"] = sample["image"][:, ::-1]
             if "mask" in sample:
                 sample["mask"] = sample["mask"][:, ::-1]
+            if "saliency" in sample:
+                sample["saliency"] = _saliency(sample)[:, ::-1]
         geometry["flip"] = int(flip)
         return sample
 
@@ -159,7 +178,8 @@ class RandomHorizontalFlip:
 
 class RandomCrop:
     """A ``size x size`` crop at a random position; a smaller image is placed at a random offset
-    on a canvas filled with ``image_fill`` (ImageNet mean: 0 after normalisation) and ``mask_fill`` (255)."""
+    on a canvas filled with ``image_fill`` (ImageNet mean: 0 after normalisation), ``mask_fill`` (255)
+    and, for the saliency, 0 (not salient)."""
 
     def __init__(self, size: int, image_fill: Sequence[int] = IMAGENET_MEAN_RGB, mask_fill: int = IGNORE_INDEX) -> None:
         if size < 1:
@@ -178,6 +198,9 @@ class RandomCrop:
         sample["image"] = self._crop(sample["image"], y, x, np.array(self.image_fill, dtype=np.uint8))
         if "mask" in sample:
             sample["mask"] = self._crop(sample["mask"], y, x, np.uint8(self.mask_fill))
+        if "saliency" in sample:
+            saliency = _saliency(sample)
+            sample["saliency"] = self._crop(saliency, y, x, np.zeros((), saliency.dtype))
         geometry["crop_y"], geometry["crop_x"] = y, x
         return sample
 
@@ -196,7 +219,10 @@ class RandomCrop:
 
 
 class SecondView:
-    """PPC's second view: the crop resized to ``size x size`` (bilinear) as ``image_small``."""
+    """PPC's second view: the crop resized to ``size x size`` (bilinear) as ``image_small``.
+
+    ``mask`` and ``saliency`` get no second view: a method that needs the saliency at the second view's size
+    resizes the (aligned) full-crop map itself, as PPC does."""
 
     def __init__(self, size: int = 128) -> None:
         self.size = size

@@ -6,6 +6,8 @@ Layout (METHOD.md §8): ``root`` is the ``VOC2012`` folder::
     VOC2012/SegmentationClassAug/{id}.png     class-id palette PNGs, 255 = ignore
     VOC2012/SegmentationClass/{id}.png        VOC's own masks (train + val ids)
     VOC2012/ImageSets/Segmentation/{train,val,trainval,test}.txt
+    VOC2012/SALImages/{id}.png                optional: off-the-shelf saliency maps (EPS / PPC;
+                                              8-bit grayscale, 0..255, the image's size)
 
 Splits: ``train_aug`` = every id with a mask in ``mask_dir`` minus the ``val``
 ids (10,582 on the real data); ``train`` / ``val`` / ``trainval`` / ``test``
@@ -43,9 +45,13 @@ class VOCSegmentation(SegmentationDataset):
         cache_dir: where the derived-label cache goes (default: ``root``; give an output dir when
             ``root`` is read-only).
         seed, on_error: see :class:`~fsae.data.segmentation.SegmentationDataset`.
+        saliency_dir: folder of saliency maps ``{id}.png`` under ``root`` (e.g. ``SALImages``, as EPS / PPC
+            users have it; an absolute path is used as it is), or None (default) for none. Every id of the
+            split needs its map (:class:`~fsae.data.segmentation.DatasetError` naming the first missing one).
 
     Items: ``image`` uint8 (3, H, W), ``mask`` int64 (H, W) (not for ``test``), ``labels``
-    float32 (20,), ``id``.
+    float32 (20,), ``id``; with ``saliency_dir`` also ``saliency`` float32 (1, H, W) in [0, 1]
+    (transformed with the image).
     """
 
     num_classes = 20
@@ -59,6 +65,7 @@ class VOCSegmentation(SegmentationDataset):
         cache_dir: str | Path | None = None,
         seed: int = 0,
         on_error: str = "raise",
+        saliency_dir: str | None = None,
     ) -> None:
         root = Path(root)
         if split not in VOC_SPLITS:
@@ -71,6 +78,9 @@ class VOCSegmentation(SegmentationDataset):
         masks = root / mask_dir
         if split != "test" and not masks.is_dir():
             raise DatasetError(f"mask folder not found: {masks}")
+        saliency = None if saliency_dir is None else root / saliency_dir
+        if saliency is not None and not saliency.is_dir():
+            raise DatasetError(f"saliency folder not found: {saliency}")
         if split == "train_aug":
             val = set(read_id_list(lists / "val.txt"))
             ids = sorted(p.stem for p in masks.glob("*.png") if p.stem not in val)
@@ -91,5 +101,6 @@ class VOCSegmentation(SegmentationDataset):
             transform=transform,
             seed=seed,
             on_error=on_error,
+            saliency_paths=None if saliency is None else {i: saliency / f"{i}.png" for i in ids},
         )
         self.root, self.split = root, split

@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
         "long_side": [448, 768],
         "flip": 0.5,
         "num_workers": 4,
+        # folder of off-the-shelf saliency maps under data.root (VOC: e.g. SALImages; COCO: inside the split's
+        # folder): PPC's EPS term L_sal (METHOD.md §4). None: no saliency ("PPC on SEAM").
+        "saliency_dir": None,
     },
     "fsae": {
         "enabled": True,
@@ -97,7 +100,7 @@ CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
 }
 # Keys whose default is None, with the type they take when set.
-OPTIONAL = {"method.pretrained_path": str, "data.root": str, "fsae.boundary_weight": float}
+OPTIONAL = {"method.pretrained_path": str, "data.root": str, "data.saliency_dir": str, "fsae.boundary_weight": float}
 FREE_FORM = {"method.options"}
 
 

@@ -4,10 +4,14 @@ One optimizer step (METHOD.md §2-§3)::
 
     crops (uint8, geometry from the loader) -> float [0, 1] on the device
     weak   = WeakPerturbation(crops)      strong = StrongPerturbation(crops)    (pixel aligned)
-    step   = method(normalise(weak), labels, strong=normalise(strong))          (base losses + strong logits)
+    step   = method(normalise(weak), labels, strong=normalise(strong),
+                    saliency=saliency)                                          (base losses + strong logits)
     teacher_logits = teacher(normalise(weak))                                   (EMA, no gradient)
     loss   = sum(step.losses) + w * FSAELoss(step.strong_logits, teacher_logits, labels)
     backward, optimizer step, LR schedule step, teacher.update(method)
+
+``saliency`` is the batch's ``float32 (B, 1, H, W)`` saliency maps in [0, 1] (geometry-aligned with the crops)
+when ``data.saliency_dir`` is set (PPC's EPS term ``sal``; methods without one ignore it), else None.
 
 Accelerate does device placement, DDP, mixed precision, gradient accumulation, checkpoint state and
 trackers; this module adds the data order that resumes mid-epoch, atomic checkpoints, the EMA
@@ -92,12 +96,20 @@ class TrainState:
 
 
 def build_dataset(config: dict[str, Any]):
+    """The training dataset of ``config["data"]`` with the training geometry (and saliency maps when
+    ``data.saliency_dir`` is set)."""
     data = config["data"]
     if data["root"] is None:
         raise ConfigError("data.root is not set (give --data-root)")
     geometry = train_geometry(data["crop_size"], tuple(data["long_side"]), data["flip"])
     cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
-    return cls(data["root"], data["split"], transform=geometry, seed=config["train"]["seed"])
+    return cls(
+        data["root"],
+        data["split"],
+        transform=geometry,
+        seed=config["train"]["seed"],
+        saliency_dir=data.get("saliency_dir"),
+    )
 
 
 def build_components(
@@ -334,12 +346,15 @@ def train(
             with accelerator.accumulate(method):
                 crops = batch["image"].float().div_(255)
                 labels = batch["labels"]
+                saliency = batch["saliency"].float().to(crops.device) if "saliency" in batch else None
                 weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
                 # FSAE from fsae.start_step on (a warm-up lets the EMA teacher become worth copying first)
                 expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
                 strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
                 with accelerator.autocast():
-                    step_out = method(weak, labels, strong=strong, generator=state.generators["method"])
+                    step_out = method(
+                        weak, labels, strong=strong, saliency=saliency, generator=state.generators["method"]
+                    )
                     terms = dict(step_out.losses)
                     if expanding:
                         teacher_logits = teacher(weak)

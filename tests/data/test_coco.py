@@ -65,3 +65,17 @@ def test_bad_roots(tmp_path):
         COCOSegmentation(tmp_path / "COCO2014", "train")
     with pytest.raises(ValueError, match="split must be one of"):
         COCOSegmentation(tmp_path / "COCO2014", "validation")
+
+
+def test_saliency_maps_next_to_the_split_folders(tmp_path):
+    samples = make_coco_tree(tmp_path / "COCO2014")
+    with pytest.raises(DatasetError, match="saliency folder not found: .*train/SALImages"):
+        COCOSegmentation(tmp_path / "COCO2014", "train", saliency_dir="SALImages")
+    for sample_id in samples["train"]:
+        saliency = np.zeros((16, 20), dtype=np.uint8)
+        saliency[:, :10] = 255
+        (tmp_path / "COCO2014" / "train" / "SALImages").mkdir(exist_ok=True)
+        Image.fromarray(saliency, mode="L").save(tmp_path / "COCO2014" / "train" / "SALImages" / f"{sample_id}.png")
+    item = COCOSegmentation(tmp_path / "COCO2014", "train", saliency_dir="SALImages")[0]
+    assert item["saliency"].shape == (1, 16, 20) and item["saliency"].dtype == torch.float32
+    assert item["saliency"][0, :, :10].eq(1).all() and item["saliency"][0, :, 10:].eq(0).all()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fsae.data import toy as toy_module
 from fsae.data.palette import IGNORE_INDEX, read_label_png, voc_palette
 from fsae.data.toy import (
     BODY_FAMILIES,
@@ -27,6 +30,7 @@ from fsae.data.toy import (
 REPO = Path(__file__).resolve().parents[2]
 NUM_TRAIN, NUM_VAL, SIZE = 12, 4, 96
 VOC_DIRS = {"Annotations", "ImageSets", "JPEGImages", "SegmentationClass", "SegmentationClassAug", "SegmentationObject"}
+TOY_DIRS = VOC_DIRS | {"SALImages"}  # + the simulated saliency maps EPS / PPC read
 ID_PATTERN = re.compile(r"^20(0[7-9]|1[01])_\d{6}$")
 
 
@@ -52,7 +56,7 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_layout_is_voc2012(toy: Path) -> None:
-    assert {p.name for p in toy.iterdir() if not p.name.startswith(".")} == VOC_DIRS
+    assert {p.name for p in toy.iterdir() if not p.name.startswith(".")} == TOY_DIRS
     assert not any((toy / "Annotations").iterdir()) and not any((toy / "SegmentationObject").iterdir())
     assert {p.name for p in (toy / "ImageSets").iterdir()} == {"Segmentation"}
     assert {p.name for p in (toy / "ImageSets" / "Segmentation").iterdir()} == {"train.txt", "val.txt", "trainval.txt"}
@@ -66,6 +70,7 @@ def test_layout_is_voc2012(toy: Path) -> None:
     images = _stems(toy / "JPEGImages", ".jpg")
     aug = _stems(toy / "SegmentationClassAug", ".png")
     assert images == aug and len(aug) == NUM_TRAIN + NUM_VAL
+    assert _stems(toy / "SALImages", ".png") == images
     assert _stems(toy / "SegmentationClass", ".png") == set(trainval)
     train_aug = aug - set(val)  # what the loader derives
     assert len(train_aug) == NUM_TRAIN and set(train) < train_aug
@@ -240,3 +245,69 @@ def test_design_part_is_a_small_fraction_of_each_object() -> None:
     assert fractions.max() < 0.25
     assert 0.05 < fractions.mean() < 0.15
     assert classes == set(range(1, 21)) and set(counts) == {1, 2, 3}
+
+
+# ------------------------------------------------------------------ simulated saliency (SALImages)
+
+
+def test_saliency_maps_are_written_for_every_id_and_follow_the_objects(toy: Path) -> None:
+    inside, outside = [], []
+    for image_id in sorted(_stems(toy / "JPEGImages", ".jpg")):
+        with Image.open(toy / "SALImages" / f"{image_id}.png") as png:
+            assert png.format == "PNG" and png.mode == "L"
+            saliency = np.asarray(png)
+        with Image.open(toy / "JPEGImages" / f"{image_id}.jpg") as jpg:
+            assert saliency.shape == (jpg.height, jpg.width)
+        sample = load_toy_sample(toy, image_id)
+        assert sample.saliency.dtype == np.uint8
+        np.testing.assert_array_equal(saliency, sample.saliency)  # the written map is the render's
+        mask = read_label_png(toy / "SegmentationClassAug" / f"{image_id}.png")
+        values = saliency / 255.0
+        inside.append(values[(mask > 0) & (mask != IGNORE_INDEX)])
+        outside.append(values[mask == 0])
+    inside, outside = np.concatenate(inside), np.concatenate(outside)
+    assert inside.mean() > 0.5 and outside.mean() < 0.2
+    assert (inside > 0.5).mean() > 0.7 and (outside > 0.5).mean() < 0.15
+
+
+def test_saliency_simulates_an_imperfect_detector() -> None:
+    objects, missed, false_positive_images = 0, 0, 0
+    for index in range(60):
+        sample = render_toy_sample(0, index, 96)
+        values = sample.saliency / 255.0
+        for k in range(1, len(sample.classes) + 1):
+            core = (sample.instances == k) & (sample.label != IGNORE_INDEX)
+            objects += 1
+            missed += values[core].mean() < 0.5
+            assert values[sample.parts == k].mean() > 0.3  # a half-missed object stays salient near its part
+        false_positive_images += np.any(values[sample.label == 0] > 0.5)
+        assert 0 < values.max() <= 1 and values.min() >= 0
+    assert 0 < missed < 0.35 * objects  # some objects (about 10 %) are half-missed, most are found
+    assert false_positive_images > 10  # salient decoys / clutter in the background
+    soft = render_toy_sample(0, 0, 192).saliency
+    assert len(np.unique(soft)) > 20  # blurred: soft edges, not a binary mask
+
+
+def test_saliency_is_deterministic_and_leaves_the_image_draws_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, again = render_toy_sample(3, 7, 128), render_toy_sample(3, 7, 128)
+    np.testing.assert_array_equal(first.saliency, again.saliency)
+    assert not np.array_equal(render_toy_sample(4, 7, 128).saliency, first.saliency)
+    # the saliency draws from its own stream: without it the image, masks and maps are the same
+    monkeypatch.setattr(
+        toy_module, "_simulated_saliency", lambda seed, index, size, grid, *rest: np.zeros(grid.shape, np.uint8)
+    )
+    without = render_toy_sample(3, 7, 128)
+    for name in ("image", "label", "instances", "parts"):
+        np.testing.assert_array_equal(getattr(without, name), getattr(first, name))
+    assert without.classes == first.classes
+
+
+def test_a_toy_without_saliency_maps_is_rewritten(tmp_path: Path) -> None:
+    """A dataset written before SALImages existed (marker version 1) is regenerated, with identical images."""
+    root = make_toy_dataset(tmp_path / "VOC2012", num_train=4, num_val=2, image_size=64)
+    before = _files(root)
+    shutil.rmtree(root / "SALImages")
+    marker = json.loads((root / ".fsae_toy.json").read_text())
+    (root / ".fsae_toy.json").write_text(json.dumps({**marker, "version": 1}))
+    make_toy_dataset(root, num_train=4, num_val=2, image_size=64)
+    assert _files(root) == before

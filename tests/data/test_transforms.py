@@ -7,10 +7,13 @@ import pytest
 
 from fsae.data.transforms import (
     IMAGENET_MEAN_RGB,
+    Compose,
     RandomCrop,
     RandomHorizontalFlip,
     RandomResizeLong,
+    RandomScale,
     SecondView,
+    seg_train_geometry,
     train_geometry,
 )
 
@@ -86,3 +89,68 @@ def test_bad_arguments(bad):
 def test_second_view_only_adds_a_key():
     out = SecondView(4)(sample(), np.random.default_rng(0))
     assert out["image_small"].shape == (4, 4, 3) and out["image"].shape == (30, 40, 3)
+
+
+# ------------------------------------------------------------------ saliency follows the geometry
+
+
+def blob_sample(height=30, width=40, dtype=np.uint8):
+    """``sample()`` with a rectangular object (mask 5) and a saliency equal to the object's mask."""
+    out = sample(height, width)
+    out["mask"][:] = 0
+    out["mask"][8:22, 5:18] = 5
+    scale = 255 if dtype == np.uint8 else 1.0
+    out["saliency"] = ((out["mask"] == 5) * scale).astype(dtype)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_saliency_stays_aligned_through_flip_and_crop(dtype):
+    pipeline = Compose([RandomHorizontalFlip(0.5), RandomCrop(36)])  # 36 > 30: pads rows, crops columns
+    flips = set()
+    for seed in range(12):
+        out = pipeline(blob_sample(dtype=dtype), np.random.default_rng(seed))
+        flips.add(out["geometry"]["flip"])
+        saliency = out["saliency"]
+        assert saliency.dtype == dtype and saliency.shape == out["mask"].shape == (36, 36)
+        top = 255 if dtype == np.uint8 else 1.0
+        np.testing.assert_array_equal(saliency, np.where(out["mask"] == 5, top, 0).astype(dtype))
+        assert (saliency[out["mask"] == 255] == 0).all()  # the padding is not salient
+    assert flips == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "pipeline", [train_geometry(24, (30, 50), second_view=8), seg_train_geometry(24, (0.5, 1.5))], ids=["cam", "seg"]
+)
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_saliency_stays_aligned_through_resize_flip_crop(pipeline, dtype):
+    for seed in range(10):
+        out = pipeline(blob_sample(dtype=np.uint8 if dtype == np.uint8 else np.float64), np.random.default_rng(seed))
+        saliency = out["saliency"].astype(np.float32) / (255 if dtype == np.uint8 else 1)
+        assert out["saliency"].dtype == dtype and saliency.shape == out["mask"].shape == (24, 24)
+        assert saliency.min() >= 0 and saliency.max() <= 1
+        agree = (saliency > 0.5) == (out["mask"] == 5)
+        assert agree.mean() > 0.93, seed  # bilinear edges against nearest ones
+        assert (saliency[out["mask"] == 255] == 0).all()
+
+
+def test_saliency_resize_is_bilinear():
+    for transform in (RandomResizeLong(80, 80), RandomScale(2.0, 2.0)):
+        out = transform(blob_sample(), np.random.default_rng(0))
+        assert out["saliency"].shape == out["mask"].shape == out["image"].shape[:2]
+        assert len(np.unique(out["saliency"])) > 2  # soft edge, where the mask stays two-valued
+        assert set(np.unique(out["mask"]).tolist()) == {0, 5}
+
+
+@pytest.mark.parametrize(
+    "pipeline", [train_geometry(24, (30, 50), second_view=8), seg_train_geometry(24, (0.5, 1.5))], ids=["cam", "seg"]
+)
+def test_saliency_changes_nothing_else(pipeline):
+    """With or without a saliency map: the same draws, image, mask and geometry."""
+    for seed in range(5):
+        plain = pipeline(sample(), np.random.default_rng(seed))
+        with_saliency = {**sample(), "saliency": np.full((30, 40), 200, dtype=np.uint8)}
+        out = pipeline(with_saliency, np.random.default_rng(seed))
+        assert out["geometry"] == plain["geometry"] and out.keys() - plain.keys() == {"saliency"}
+        for key in plain.keys() - {"geometry"}:
+            np.testing.assert_array_equal(out[key], plain[key])

@@ -13,7 +13,8 @@ from data_trees import VOC_TREE, make_voc_tree, write_mask
 from PIL import Image
 
 from fsae.data import DatasetError, VOCSegmentation
-from fsae.data.transforms import train_geometry
+from fsae.data.palette import read_label_png
+from fsae.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, train_geometry
 
 
 @pytest.fixture
@@ -170,4 +171,74 @@ def test_mask_size_differs_from_image(voc):
     write_mask(voc / "SegmentationClassAug" / "2007_000001.png", [1], 5, 5)
     dataset = VOCSegmentation(voc, "train")
     with pytest.raises(DatasetError, match="2007_000001.png is 5x5 but its image is"):
+        dataset[0]
+
+
+# ------------------------------------------------------------------ saliency maps (EPS / PPC: SALImages)
+
+
+def write_saliency(voc, folder="SALImages"):
+    """A saliency map per id equal to its objects (255 on classes 1..20, 0 on background and 255 lines)."""
+    for path in sorted((voc / "SegmentationClassAug").glob("*.png")):
+        mask = read_label_png(path)
+        (voc / folder).mkdir(exist_ok=True)
+        Image.fromarray((((mask > 0) & (mask != 255)) * 255).astype(np.uint8), mode="L").save(voc / folder / path.name)
+
+
+def test_saliency_is_read_and_stays_aligned_through_flip_and_crop(voc):
+    write_saliency(voc)
+    geometry = Compose([RandomHorizontalFlip(0.5), RandomCrop(48)])  # images are 20-40 px: padded and cropped
+    plain = VOCSegmentation(voc, "train_aug", transform=geometry, seed=1)
+    dataset = VOCSegmentation(voc, "train_aug", transform=geometry, seed=1, saliency_dir="SALImages")
+    flips = set()
+    for index in range(len(dataset)):
+        item, without = dataset[index], plain[index]
+        assert "saliency" not in without and item.keys() - without.keys() == {"saliency"}
+        assert torch.equal(item["image"], without["image"]) and torch.equal(item["mask"], without["mask"])
+        saliency = item["saliency"]
+        assert saliency.dtype == torch.float32 and saliency.shape == (1, 48, 48)
+        objects = (item["mask"] > 0) & (item["mask"] != 255)
+        assert torch.equal(saliency[0], objects.float())  # flipped and cropped / padded (with 0) with the mask
+        flips.add(item["geometry"]["flip"])
+    assert flips == {0, 1}
+
+
+def test_saliency_batches_with_the_training_geometry(voc):
+    write_saliency(voc)
+    dataset = VOCSegmentation(voc, "train_aug", transform=train_geometry(32, (24, 48)), saliency_dir="SALImages")
+    batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
+    saliency = batch["saliency"]
+    assert saliency.shape == (3, 1, 32, 32) and saliency.dtype == torch.float32
+    assert saliency.min() >= 0 and saliency.max() <= 1
+    objects = (batch["mask"] > 0) & (batch["mask"] != 255)
+    assert ((saliency[:, 0] > 0.5) == objects).float().mean() > 0.9  # bilinear edges against nearest ones
+    untransformed = VOCSegmentation(voc, "val", saliency_dir="SALImages")[0]
+    assert untransformed["saliency"].shape == (1, *untransformed["mask"].shape)
+    assert set(untransformed["saliency"].unique().tolist()) == {0.0, 1.0}
+
+
+def test_saliency_folder_or_map_missing(voc):
+    with pytest.raises(DatasetError, match="saliency folder not found: .*VOC2012/SALImages$"):
+        VOCSegmentation(voc, "train", saliency_dir="SALImages")
+    write_saliency(voc)
+    (voc / "SALImages" / "2007_000002.png").unlink()
+    with pytest.raises(DatasetError, match="saliency map not found: .*SALImages/2007_000002.png$"):
+        VOCSegmentation(voc, "train", saliency_dir="SALImages")
+    dataset = VOCSegmentation(voc, "val", saliency_dir="SALImages")  # its ids all have maps
+    (voc / "SALImages" / "2008_000001.png").unlink()  # vanishes after the check
+    with pytest.raises(DatasetError, match="saliency map not found: .*2008_000001.png"):
+        dataset[0]
+
+
+def test_saliency_map_of_the_wrong_size_or_kind(voc):
+    write_saliency(voc)
+    Image.new("L", (5, 7)).save(voc / "SALImages" / "2007_000001.png")
+    dataset = VOCSegmentation(voc, "train", saliency_dir="SALImages")
+    with pytest.raises(DatasetError, match="saliency map .*2007_000001.png is 5x7 but its image is"):
+        dataset[0]
+    Image.fromarray(np.zeros((7, 5), dtype=np.uint16)).save(voc / "SALImages" / "2007_000001.png")
+    with pytest.raises(DatasetError, match="2007_000001.png has image mode I;16.*8-bit grayscale"):
+        dataset[0]
+    (voc / "SALImages" / "2007_000001.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="unreadable saliency map .*2007_000001.png"):
         dataset[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -93,6 +94,24 @@ def test_fsae_start_step_is_a_warm_up_without_the_term(toy_root, tmp_path):
     assert all(torch.equal(late[k], branched[k]) for k in late)
     with pytest.raises(ConfigError, match="start_step"):
         tiny_config(toy_root, **{"fsae.start_step": -1})
+
+
+def test_saliency_dir_adds_ppcs_eps_term(toy_root, tmp_path):
+    """data.saliency_dir=SALImages (the toy's simulated maps) feeds PPC's EPS saliency loss ``sal``."""
+    config = tiny_config(toy_root, **{"data.saliency_dir": "SALImages", "train.max_steps": 2, "fsae.enabled": False})
+    summary = train(config, tmp_path / "sal", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "sal" / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    for line in lines:
+        assert "sal" in line and math.isfinite(line["sal"]) and line["sal"] > 0
+        parts = sum(line[k] for k in ("cls", "er", "ecr", "nce", "sal"))
+        assert line["loss"] == pytest.approx(parts, rel=1e-5)
+    assert math.isfinite(summary["sal"])
+    # the default (no saliency folder): PPC on SEAM, no sal term
+    train(tiny_config(toy_root, **{"train.max_steps": 1, "fsae.enabled": False}), tmp_path / "plain", progress=False)
+    assert "sal" not in json.loads((tmp_path / "plain" / "log.jsonl").read_text())
+    with pytest.raises(ConfigError, match="data.saliency_dir must be str"):
+        tiny_config(toy_root, **{"data.saliency_dir": 3})
 
 
 def test_interrupted_checkpoint_is_never_resumed(toy_root, tmp_path):
