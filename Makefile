@@ -42,10 +42,10 @@ test: lint
 DEMO_DIR ?= outputs/demo
 REPORT_DIR ?= OUTPUT
 DEMO_DATA := $(DEMO_DIR)/toy/VOC2012
-DEMO_LABELS := --split train --eval --workers 2 --scales 1,1.5 --no-progress
+DEMO_LABELS := --split train --eval --workers 2 --scales 0.5,0.75 --no-progress
 
 # The main job end to end on the toy dataset (CPU, about 15 minutes on 2 cores): CAM networks with and without
-# FSAE (the FSAE run branches from the baseline at step 100, where its warm-up ends: the runs are identical up
+# FSAE (the FSAE run branches from the baseline at step 200, where its warm-up ends: the runs are identical up
 # to there) -> seeds and CRF pseudo-masks of the train split, evaluated -> a segmentation network trained on
 # FSAE's masks, evaluated on val -> OUTPUT/report.md.
 demo: install
@@ -54,7 +54,7 @@ demo: install
 	$(BIN)/python recipes/voc_fsae.py --config recipes/configs/toy_baseline.yaml --data-root $(DEMO_DATA) \
 		--output-dir $(DEMO_DIR)/baseline/run
 	$(BIN)/python recipes/voc_fsae.py --config recipes/configs/toy_fsae.yaml --data-root $(DEMO_DATA) \
-		--output-dir $(DEMO_DIR)/fsae/run --resume $(DEMO_DIR)/baseline/run/checkpoints/step_00000100
+		--output-dir $(DEMO_DIR)/fsae/run --resume $(DEMO_DIR)/baseline/run/checkpoints/step_00000200
 	$(BIN)/python recipes/make_pseudo_labels.py --checkpoint $(DEMO_DIR)/baseline/run $(DEMO_LABELS) \
 		--output-dir $(DEMO_DIR)/baseline/labels
 	$(BIN)/python recipes/make_pseudo_labels.py --checkpoint $(DEMO_DIR)/fsae/run $(DEMO_LABELS) \
