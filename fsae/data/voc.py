@@ -16,6 +16,7 @@ from ``ImageSets/Segmentation`` (``test`` has no masks and no labels).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from fsae.data.palette import VOC_CLASSES
@@ -31,6 +32,15 @@ def read_id_list(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"split file not found: {path}")
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _cache_key(mask_dir: str) -> str:
+    """A file-name-safe key for ``mask_dir``: the name itself for a plain folder name (``SegmentationClassAug``),
+    else its last part plus a hash of the whole path (pseudo-label folders are often absolute paths)."""
+    if Path(mask_dir).name == mask_dir:
+        return mask_dir
+    digest = hashlib.sha1(str(mask_dir).encode()).hexdigest()[:10]
+    return f"{Path(mask_dir).name or 'masks'}-{digest}"
 
 
 class VOCSegmentation(SegmentationDataset):
@@ -97,7 +107,7 @@ class VOCSegmentation(SegmentationDataset):
             mask_paths,
             self.num_classes,
             VOC_CLASSES,
-            label_cache=cache / ".fsae_cache" / f"labels_{mask_dir}_{split}.json",
+            label_cache=cache / ".fsae_cache" / f"labels_{_cache_key(mask_dir)}_{split}.json",
             transform=transform,
             seed=seed,
             on_error=on_error,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from data_trees import VOC_TREE, make_voc_tree, write_mask
 from PIL import Image
 
-from fsae.data import DatasetError, VOCSegmentation
+from fsae.data import DatasetError, VOCSegmentation, make_toy_dataset
 from fsae.data.palette import read_label_png
 from fsae.data.transforms import Compose, RandomCrop, RandomHorizontalFlip, train_geometry
 
@@ -242,3 +243,16 @@ def test_saliency_map_of_the_wrong_size_or_kind(voc):
     (voc / "SALImages" / "2007_000001.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match="unreadable saliency map .*2007_000001.png"):
         dataset[0]
+
+
+def test_label_cache_of_a_nested_or_absolute_mask_dir_is_one_file(tmp_path):
+    voc = make_toy_dataset(tmp_path / "VOC2012", num_train=6, num_val=2, image_size=64)
+    nested = voc / "runs" / "labels" / "masks"
+    shutil.copytree(voc / "SegmentationClassAug", nested)
+    for mask_dir in ("runs/labels/masks", str(nested)):
+        dataset = VOCSegmentation(voc, "train_aug", mask_dir=mask_dir)
+        assert len(dataset) == 6
+    cached = sorted(p.name for p in (voc / ".fsae_cache").iterdir())
+    assert all(p.is_file() for p in (voc / ".fsae_cache").iterdir())
+    keys = [name for name in cached if name.startswith("labels_masks-")]
+    assert len(keys) == 2 and keys[0] != keys[1]  # two paths, two caches, no sub-folders
