@@ -101,6 +101,14 @@ def read_saliency(path: Path) -> np.ndarray:
         raise DatasetError(f"unreadable saliency map {path}: {err}") from None
 
 
+def _check_files_exist(what: str, paths: dict[str, Path], ids: Sequence[str]) -> None:
+    """:class:`DatasetError` ``"<what> not found: <first missing path> (and N more)"`` unless every id's file exists."""
+    missing = [paths[i] for i in ids if not paths[i].is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"{what} not found: {missing[0]}{more}")
+
+
 def labels_from_mask(mask: np.ndarray, num_classes: int) -> list[int]:
     """Foreground classes present in a mask: the values other than 0 and 255, as 1..C."""
     values = np.unique(mask)
@@ -203,21 +211,12 @@ class SegmentationDataset(Dataset):
         self.mask_lut = mask_lut
         self.saliency_paths = saliency_paths
         self.skipped = 0
-        missing = [image_paths[i] for i in self.ids if not image_paths[i].is_file()]
-        if missing:
-            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            raise DatasetError(f"image not found: {missing[0]}{more}")
+        _check_files_exist("image", image_paths, self.ids)
         if saliency_paths is not None:
-            absent = [saliency_paths[i] for i in self.ids if not saliency_paths[i].is_file()]
-            if absent:
-                more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
-                raise DatasetError(f"saliency map not found: {absent[0]}{more}")
+            _check_files_exist("saliency map", saliency_paths, self.ids)
         self.labels: dict[str, list[int]] | None = None
         if mask_paths is not None:
-            absent = [mask_paths[i] for i in self.ids if not mask_paths[i].is_file()]
-            if absent:
-                more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
-                raise DatasetError(f"mask not found: {absent[0]}{more}")
+            _check_files_exist("mask", mask_paths, self.ids)
             if label_cache is not None:
                 self.labels = cached_labels({i: mask_paths[i] for i in self.ids}, num_classes, label_cache, mask_lut)
 
