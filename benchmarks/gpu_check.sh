@@ -11,7 +11,8 @@
 #   build      FSAE_WITH_CUDA=1 TORCH_CUDA_ARCH_LIST=<the card's arch, e.g. 9.0>
 #              pip install --no-build-isolation --no-deps --no-index -e .
 #   import     fsae.ops.build_info() must report cuda_compiled True
-#   tests      python -m pytest -q tests/ops -m cuda  (all of tests/ops when no test is marked cuda)
+#   tests      python -m pytest -q tests -m cuda: the CUDA variants of the ops, augment, losses and eval tests
+#              (all of tests/ops when no test is marked cuda)
 #   memcheck   compute-sanitizer --tool memcheck --error-exitcode 1 over a snippet calling the four
 #              ops on CUDA (fp32 / fp16 / bf16 / mixed, 1x1 maps, non-contiguous and channels-last
 #              inputs, all-absent labels, backward of expansion_loss), with a parity check against
@@ -20,6 +21,13 @@
 #              (with torch.compile unless less than FSAE_GPU_CHECK_COMPILE_MIN_S seconds are left)
 #   benchcpu   python benchmarks/bench_ops.py --device cpu --quick: the CPU kernels of the same build
 #   racecheck  compute-sanitizer --tool racecheck over the snippet (ops only), if time is left
+# Optional steps (name them in FSAE_GPU_CHECK_STEPS):
+#   wheels     pip install --target the wheels carried in .whl/ (kornia, kornia_rs: the image lacks them;
+#              see the device README) and put them on PYTHONPATH; needed by trainbench and toy
+#   trainbench python benchmarks/bench_train_step.py --device cuda on voc_ppc_fsae.yaml at the paper's 448 px
+#              crops, bf16 (FSAE_GPU_CHECK_TRAIN_ARGS replaces those arguments)
+#   toy        benchmarks/toy_quality.py on the GPU, one run per ';'-separated argument list in
+#              FSAE_GPU_CHECK_TOY (at once, each in its own folder); JSON and the run logs come back
 # Every step runs even when an earlier one failed (steps that need the build are skipped when it
 # failed); the script exits 1 when a required step (build, import, tests, memcheck, bench) did not
 # pass, else 0.
@@ -38,6 +46,10 @@
 #   FSAE_GPU_CHECK_BUDGET_S      total seconds for all steps (default 450): later steps get what is left
 #   FSAE_GPU_CHECK_COMPILE_MIN_S bench runs torch.compile only with this much time left (default 200)
 #   FSAE_GPU_CHECK_BENCH_ARGS    extra arguments for the CUDA benchmark (e.g. "--shapes train --no-compile")
+#   FSAE_GPU_CHECK_TRAIN_ARGS    arguments of the trainbench step
+#   FSAE_GPU_CHECK_TOY           the toy step's toy_quality.py argument lists, ';'-separated
+#   FSAE_GPU_CHECK_TOY_BACKGROUND=1  run the toy step beside tests / memcheck, before the benchmarks
+#   FSAE_GPU_CHECK_TOY_MAX_S     the toy step's time limit (default 420)
 #   FSAE_GPU_CHECK_SKIP_BUILD=1  reuse an extension already built in place (a rerun on a warm machine)
 #   FSAE_GPU_CHECK_DRY_RUN=1     print what each step would run, run nothing that needs a GPU or builds
 #   FSAE_CHECK_DEVICE            device of the sanitizer snippet (default cuda; cpu to try it without a GPU)
@@ -50,12 +62,14 @@ REPO=$(pwd)
 OUT=${OUT:-$REPO/outputs/gpu_check}
 mkdir -p "$OUT" || exit 2
 PY=${FSAE_PYTHON:-python3}
+export PY
 DRY=${FSAE_GPU_CHECK_DRY_RUN:-0}
 BUDGET=${FSAE_GPU_CHECK_BUDGET_S:-450}
 COMPILE_MIN=${FSAE_GPU_CHECK_COMPILE_MIN_S:-200}
 STEPS=${FSAE_GPU_CHECK_STEPS:-env,build,import,tests,memcheck,bench,benchcpu,racecheck}
 BENCH_ARGS=${FSAE_GPU_CHECK_BENCH_ARGS:-}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/fsae_gpu_check.XXXXXX") || exit 2
+export OUT WORK # read by the toy step's script
 SUMMARY=$OUT/summary.txt
 START=$SECONDS
 
@@ -262,6 +276,30 @@ if problems:
 print(f"sanitize_ops: OK ({len(cases)} cases on {device}{', parity checked' if parity else ''})")
 PYEOF
 
+# toy_quality.py runs on the GPU: one per ';'-separated argument list in FSAE_GPU_CHECK_TOY, at once, each in
+# $WORK/toy<i>. Their JSON, logs and per-run metrics come back as one file (the device returns at most 8), also
+# after a timeout. With FSAE_GPU_CHECK_TOY_BACKGROUND=1 this starts right after the import step and runs beside
+# the tests and the sanitizer (correctness checks, not timings); the benchmarks wait for it.
+toy_step() {
+    # Each ';'-separated argument list is one toy_quality.py run; they run at once, each in $WORK/toy<i>. Their
+    # JSON, logs and per-run metrics come back as one file (the device returns at most 8), also after a timeout.
+    IFS=';' read -r -a TOY_RUNS <<<"${FSAE_GPU_CHECK_TOY:---jobs 3 --no-crf --scales 0.5,0.75}"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    TOY_SCRIPT='i=0; for args in "$@"; do
+  OMP_NUM_THREADS=2 "$PY" benchmarks/toy_quality.py --output-dir "$WORK/toy$i" --json "$WORK/toy$i/toy_quality.json" \
+    $args >"$WORK/toy$i/toy_quality.log" 2>&1 & i=$((i + 1)); done
+rc=0; for job in $(jobs -p); do wait "$job" || rc=1; done
+i=0; for args in "$@"; do echo "===== toy$i: $args"; cat "$WORK/toy$i/toy_quality.log"; i=$((i + 1)); done; exit $rc'
+    for ((i = 0; i < ${#TOY_RUNS[@]}; i++)); do mkdir -p "$WORK/toy$i"; done
+    run_step toy 0 "${FSAE_GPU_CHECK_TOY_MAX_S:-420}" "$WORK/toy.log" bash -c "$TOY_SCRIPT" toy "${TOY_RUNS[@]}"
+    if [[ $DRY != 1 ]]; then
+        grep -E '^===== toy[0-9]|^\| (seed|best|compl|train)|error' "$WORK/toy.log" | cut -c1-200
+        (cd "$WORK" && find toy* -maxdepth 4 \( -name metrics.json -o -name log.jsonl -o -name '*.log' \
+            -o -name config.yaml -o -name toy_quality.json \) -print0 | tar czf "$OUT/toy_runs.tgz" --null -T -)
+    fi
+    printf '%s\n' "${RESULTS[-1]}" >"$WORK/toy.record"
+}
+
 # --------------------------------------------------------------------------- steps
 
 echo "fsae gpu_check: repo $REPO, logs in $OUT, budget ${BUDGET}s, steps $STEPS$([[ $DRY == 1 ]] && echo ', DRY RUN')"
@@ -293,12 +331,15 @@ if want env; then
 fi
 ARCH=${FSAE_GPU_ARCH:-${ARCH:-9.0}}
 
-# CUDA toolkit: $CUDA_HOME, else the folder above nvcc, else /usr/local/cuda.
+# CUDA toolkit: $CUDA_HOME, else /usr/local/cuda, else the folder above nvcc; a toolkit has both bin/nvcc and
+# include/cuda_runtime.h (an nvcc on the PATH can be a wrapper script outside the toolkit).
 if [[ -z ${CUDA_HOME:-} ]]; then
-    if command -v nvcc >/dev/null 2>&1; then
-        CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
-    fi
-    if [[ ! -x ${CUDA_HOME:-}/bin/nvcc && -x /usr/local/cuda/bin/nvcc ]]; then CUDA_HOME=/usr/local/cuda; fi
+    for candidate in /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc || echo /)")")")"; do
+        if [[ -x $candidate/bin/nvcc && -f $candidate/include/cuda_runtime.h ]]; then
+            CUDA_HOME=$candidate && break
+        fi
+    done
+    CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 fi
 export CUDA_HOME
 export PATH="$CUDA_HOME/bin:$PATH"
@@ -308,6 +349,24 @@ for candidate in "$(command -v compute-sanitizer 2>/dev/null)" "$CUDA_HOME/bin/c
     if [[ -n $candidate && -x $candidate ]]; then SANITIZER=$candidate && break; fi
 done
 echo "CUDA_HOME=$CUDA_HOME TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=$MAX_JOBS compute-sanitizer=${SANITIZER:-not found}"
+
+if want wheels; then
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        t0=$SECONDS
+        if [[ $DRY == 1 ]]; then
+            record wheels DRY 0 0 "$(echo .whl/*.whl)"
+        elif "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/fsae_site .whl/*.whl >>"$OUT/build.log" 2>&1; then
+            export PYTHONPATH="$PYTHONPATH:/tmp/fsae_site"
+            record wheels PASS $((SECONDS - t0)) 0 "$(cd .whl && echo *.whl | cut -c1-90)"
+        else
+            tail -n 5 "$OUT/build.log"
+            record wheels FAIL $((SECONDS - t0)) 0 "see build.log"
+        fi
+    else
+        record wheels SKIP 0 0 "no .whl/ folder"
+    fi
+fi
 
 if want build; then
     if [[ ${FSAE_GPU_CHECK_SKIP_BUILD:-0} == 1 ]] && ls fsae/_C*.so >/dev/null 2>&1; then
@@ -331,14 +390,21 @@ if want import; then
     fi
 fi
 
+TOY_PID=""
+if want toy && [[ ${FSAE_GPU_CHECK_TOY_BACKGROUND:-0} == 1 && $DRY != 1 ]]; then
+    log "toy: starting in the background"
+    toy_step >"$WORK/toy.stdout" 2>&1 &
+    TOY_PID=$!
+fi
+
 # pytest exits 5 when no test is selected: then run all of tests/ops. ($0 is the interpreter.)
 # shellcheck disable=SC2016
-PYTEST_CMD='"$0" -m pytest -q -p no:cacheprovider tests/ops -m cuda; rc=$?
+PYTEST_CMD='"$0" -m pytest -q -p no:cacheprovider tests -m cuda; rc=$?
 if [ "$rc" = 5 ]; then echo "no test is marked cuda: running all of tests/ops"; "$0" -m pytest -q -p no:cacheprovider tests/ops; rc=$?; fi
 exit $rc'
 if want tests; then
     if [[ $BUILD_OK == 1 ]]; then
-        run_step tests 1 150 "$OUT/pytest.log" bash -c "$PYTEST_CMD" "$PY"
+        run_step tests 1 200 "$OUT/pytest.log" bash -c "$PYTEST_CMD" "$PY"
         [[ $DRY == 1 ]] || grep -E '^=* ?[0-9]+ (passed|failed|error|skipped|deselected)' "$OUT/pytest.log" | tail -2
     else
         skip_step tests 1 "no CUDA extension"
@@ -360,6 +426,13 @@ sanitize() { # TOOL REQUIRED MAX_SECONDS PARITY
     fi
 }
 want memcheck && sanitize memcheck 1 150 1
+
+if [[ -n $TOY_PID ]]; then # the toy step, started in the background after the import step, ends first
+    log "toy: waiting for the background run"
+    wait "$TOY_PID"
+    cat "$WORK/toy.stdout"
+    RESULTS+=("$(cat "$WORK/toy.record" 2>/dev/null || echo 'toy        FAIL         ?s  no result')")
+fi
 
 if want bench; then
     if [[ $BUILD_OK == 1 ]]; then
@@ -389,6 +462,18 @@ if want benchcpu; then
     else
         skip_step benchcpu 0 "no extension"
     fi
+fi
+
+if want trainbench; then
+    TRAIN_ARGS=${FSAE_GPU_CHECK_TRAIN_ARGS:---config recipes/configs/voc_ppc_fsae.yaml --set data.crop_size=448 --mixed-precision bf16}
+    # shellcheck disable=SC2086 # a list of words on purpose
+    run_step trainbench 0 150 "$OUT/bench.log" \
+        "$PY" benchmarks/bench_train_step.py --device cuda --json "$OUT/bench_train_step_cuda.json" $TRAIN_ARGS
+    [[ $DRY == 1 ]] || sed -n '/^| FSAE/,/^$/p;/^- FSAE on takes/p' "$OUT/bench.log" | cut -c1-220
+fi
+
+if want toy && [[ -z $TOY_PID ]]; then
+    toy_step
 fi
 
 want racecheck && sanitize racecheck 0 150 0
