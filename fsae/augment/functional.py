@@ -96,6 +96,16 @@ def _per_sample(magnitude: torch.Tensor) -> torch.Tensor:
     return magnitude.view(-1, 1, 1, 1)
 
 
+def _levels_to_unit_(levels: torch.Tensor) -> torch.Tensor:
+    """``levels / 255`` in place, correctly rounded on every device: exactly what ``uint8 / 255`` gives.
+
+    A Python-number divisor reaches PyTorch's CUDA kernel as a CPU scalar, which it turns into a
+    multiplication by the reciprocal (one ulp off for some levels); a 0-dim tensor on the tensor's own
+    device is a true division there too.
+    """
+    return levels.div_(torch.full((), 255.0, dtype=levels.dtype, device=levels.device))
+
+
 def grayscale(images: torch.Tensor) -> torch.Tensor:
     """``(N, 3, H, W) -> (N, 1, H, W)``: ``0.299 R + 0.587 G + 0.114 B`` (= ``kornia.color.rgb_to_grayscale``)."""
     r, g, b = images.unbind(dim=1)
@@ -198,7 +208,7 @@ def equalize_(images: torch.Tensor, magnitude: torch.Tensor | None = None) -> to
     step = (histo.sum(dim=1, keepdim=True) - histo.gather(1, last)) // 255  # (P, 1)
     below = histo.cumsum(dim=1) - histo  # pixels strictly below each level
     table = ((step // 2 + below) // step.clamp_min(1)).clamp_(max=255)
-    table = torch.where(step == 0, ar, table).to(images.dtype).div_(255.0)  # a plane with step 0 keeps its levels
+    table = _levels_to_unit_(torch.where(step == 0, ar, table).to(images.dtype))  # step 0: the plane keeps its levels
     torch.index_select(table.view(-1), 0, index, out=images.view(-1))
     return images
 
@@ -214,7 +224,7 @@ def posterize_(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     step = _per_sample(torch.exp2(8.0 - magnitude))  # quantisation step in 8-bit levels
     # floor(round(255 x) / step) == floor((255 x + 0.5) / step) for an integer step
     images.mul_(255.0 / step).add_(0.5 / step).floor_()
-    return images.mul_(step).div_(255.0)  # level / 255 exactly as uint8 / 255 rounds it
+    return _levels_to_unit_(images.mul_(step))
 
 
 def solarize_(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
