@@ -55,5 +55,8 @@ def main(argv: list[str] | None = None, description: str = "", default_config: P
     except (ConfigError, DatasetError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"done: {summary}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line per run, not per process
+        print(f"done: {summary}")
     return 0

@@ -50,6 +50,7 @@ from fsae.engine.trainer import (
     build_optimizer,
     find_checkpoint,
     lr_factor,
+    make_accelerator,
 )
 
 __all__ = [
@@ -143,19 +144,6 @@ def build_seg_model(config: dict[str, Any], num_classes: int) -> torch.nn.Module
     )
 
 
-def _make_accelerator(config: dict[str, Any], output_dir: Path):
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    train_cfg = config["train"]
-    return Accelerator(
-        mixed_precision=train_cfg["mixed_precision"],
-        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
-        log_with="tensorboard" if train_cfg["tensorboard"] else None,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-
-
 def _save_model(accelerator, model: torch.nn.Module, output_dir: Path) -> None:
     from safetensors.torch import save_file
 
@@ -193,7 +181,7 @@ def train_segmenter(
     output_dir = Path(output_dir)
     train_cfg = config["train"]
     if accelerator is None:
-        accelerator = _make_accelerator(config, output_dir)
+        accelerator = make_accelerator(config["train"], output_dir)
     processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
     if train_cfg["batch_size"] % (processes * accumulation):
         raise ConfigError(
@@ -325,7 +313,7 @@ def evaluate_segmenter(
     data, ev = config["data"], config["eval"]
     root = _data_root(config)
     if accelerator is None:
-        accelerator = _make_accelerator(config, output_dir)
+        accelerator = make_accelerator(config["train"], output_dir)
     crf = None
     if ev["crf"]:
         crf = {
@@ -425,7 +413,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     progress = not args.no_progress
     if args.eval_only:
         source = Path(args.checkpoint) if args.checkpoint is not None else output_dir
-        accelerator = _make_accelerator(config, output_dir)
+        accelerator = make_accelerator(config["train"], output_dir)
         model, run_config = load_segmenter(source, device=accelerator.device)
         config = {**config, "model": run_config["model"]}
         if accelerator.is_main_process:
@@ -436,7 +424,7 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
         metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(source))
         accelerator.end_training()
         return {"eval": metrics and {k: metrics[k] for k in ("split", "miou") if k in metrics}}
-    accelerator = _make_accelerator(config, output_dir)
+    accelerator = make_accelerator(config["train"], output_dir)
     summary, model = train_segmenter(config, output_dir, args.resume, accelerator, progress)
     if config["eval"]["after_training"] and (config["eval"]["split"] or config["eval"]["predict_split"]):
         metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(output_dir))
@@ -471,5 +459,8 @@ def main(argv: list[str] | None = None, description: str = "", default_config: P
     except (ConfigError, DatasetError, NonFiniteLossError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 1
-    print(f"done: {summary}")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line per run, not per process
+        print(f"done: {summary}")
     return 0

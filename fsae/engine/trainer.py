@@ -241,6 +241,35 @@ def _save_weights(accelerator, method, teacher, output_dir: Path) -> None:
     )
 
 
+def make_accelerator(train_cfg: dict[str, Any], output_dir: Path) -> Any:
+    """The ``accelerate.Accelerator`` of a training run (``train.mixed_precision``, ``gradient_accumulation_steps``,
+    ``tensorboard``; logs under ``output_dir/logs``), checked against how the process was launched.
+
+    Raises:
+        ConfigError: the launcher started several processes (``WORLD_SIZE``) but Accelerate joined them into
+            fewer (``accelerate launch --multi_gpu`` on a machine without GPUs does this): each process would
+            train alone and overwrite the others' files in ``output_dir``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    accelerator = Accelerator(
+        mixed_precision=train_cfg["mixed_precision"],
+        gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
+        log_with="tensorboard" if train_cfg["tensorboard"] else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise ConfigError(
+            f"launched as {launched} processes, but Accelerate runs {accelerator.num_processes} "
+            f"({accelerator.distributed_type.value}): each would train alone into the same output folder "
+            "(`accelerate launch --multi_gpu` without GPUs?). On CPUs, launch with "
+            "`ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N ...`"
+        )
+    return accelerator
+
+
 def train(
     config: dict[str, Any],
     output_dir: str | Path,
@@ -254,18 +283,12 @@ def train(
     ``checkpoints/step_*`` every ``train.checkpoint_every`` steps and at the end, and the final
     ``model.safetensors`` / ``teacher.safetensors``.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import set_seed
 
     output_dir = Path(output_dir)
     train_cfg, fsae_cfg = config["train"], config["fsae"]
     if accelerator is None:
-        accelerator = Accelerator(
-            mixed_precision=train_cfg["mixed_precision"],
-            gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
-            log_with="tensorboard" if train_cfg["tensorboard"] else None,
-            project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-        )
+        accelerator = make_accelerator(train_cfg, output_dir)
     processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
     if train_cfg["batch_size"] % (processes * accumulation):
         raise ConfigError(

@@ -170,3 +170,28 @@ def test_momentum_quirk():
     quirk = build_optimizer(method, load_config(None, ["optim.original_momentum_quirk=true"]))
     assert clean.param_groups[0]["momentum"] == 0.9 and quirk.param_groups[0]["momentum"] == 0.0005
     assert [g["lr"] for g in clean.param_groups] == [0.01, 0.1]
+
+
+def test_a_launch_accelerate_did_not_join_is_refused(tmp_path, monkeypatch):
+    """`accelerate launch --multi_gpu` on a machine without GPUs starts WORLD_SIZE processes that Accelerate leaves
+    unjoined (seen with accelerate 1.15): each would train alone into the same folder. Stand-in for that state: an
+    Accelerator of one process under WORLD_SIZE=2."""
+    import accelerate
+
+    train_cfg = load_config(None, [])["train"]
+    real = trainer_module.make_accelerator(train_cfg, tmp_path)  # no launcher: one process, accepted
+    assert real.num_processes == 1
+
+    class Unjoined:
+        num_processes = 1
+        distributed_type = real.distributed_type
+
+        def __init__(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(accelerate, "Accelerator", Unjoined)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate runs 1"):
+        trainer_module.make_accelerator(train_cfg, tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert isinstance(trainer_module.make_accelerator(train_cfg, tmp_path), Unjoined)
