@@ -23,15 +23,6 @@
 #define FSAE_HD inline __attribute__((always_inline))
 #endif
 
-// Before a loop over channels: a CUDA thread (one lane) then issues several channels' loads before
-// the first result is used (the loop carries a max / sum chain, which alone would wait for each
-// load in turn); the CPU kernels vectorise over the lanes instead and need no unrolling.
-#if defined(__CUDA_ARCH__)
-#define FSAE_UNROLL_CHANNELS _Pragma("unroll 8")
-#else
-#define FSAE_UNROLL_CHANNELS
-#endif
-
 namespace fsae {
 namespace math {
 
@@ -168,7 +159,6 @@ FSAE_HD void softmax_stats(const scalar_t* __restrict__ x, int64_t stride, int c
     sumexp[i] = T(0);
   }
   const T absent = absent_logit<T>(exclude);
-  FSAE_UNROLL_CHANNELS
   for (int c = 1; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     const bool on = present[c - 1];
@@ -179,7 +169,6 @@ FSAE_HD void softmax_stats(const scalar_t* __restrict__ x, int64_t stride, int c
       fgmax[i] = max_(fgmax[i], l);
     }
   }
-  FSAE_UNROLL_CHANNELS
   for (int c = 0; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     const bool on = channel_present(present, c);
@@ -215,7 +204,6 @@ FSAE_HD void logsumexp_target(const scalar_t* __restrict__ x, int64_t stride, in
     sumexp[i] = T(0);
     target_logit[i] = T(0);
   }
-  FSAE_UNROLL_CHANNELS
   for (int c = 0; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     const bool on = channel_present(present, c);
@@ -225,7 +213,6 @@ FSAE_HD void logsumexp_target(const scalar_t* __restrict__ x, int64_t stride, in
       target_logit[i] = target[i] == c ? l : target_logit[i];
     }
   }
-  FSAE_UNROLL_CHANNELS
   for (int c = 0; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     const bool on = channel_present(present, c);
@@ -266,7 +253,6 @@ FSAE_HD void cross_entropy_grad_lanes(const scalar_t* __restrict__ x, int64_t st
                                       const bool* __restrict__ present, int n, const int64_t* __restrict__ target,
                                       const T* __restrict__ lse, const T* __restrict__ scale,
                                       scalar_t* __restrict__ grad) {
-  FSAE_UNROLL_CHANNELS
   for (int c = 0; c < channels; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     scalar_t* __restrict__ gc = grad + c * stride;
@@ -334,7 +320,6 @@ FSAE_HD void seed_labels(const scalar_t* __restrict__ x, int64_t stride, int cla
     best[i] = neg_inf<T>();
     arg[i] = 0;
   }
-  FSAE_UNROLL_CHANNELS
   for (int c = 0; c < classes; ++c) {
     const scalar_t* __restrict__ xc = x + c * stride;
     const bool on = present == nullptr || present[c];
