@@ -26,31 +26,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader
 
 from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
 from fsae.engine.config import ConfigError
 from fsae.engine.seg_config import load_seg_config
 from fsae.engine.trainer import (
-    EpochSampler,
     NonFiniteLossError,
     TrainState,
     _check_finite,
-    _git_commit,
     _normalise,
-    _save_checkpoint,
     build_optimizer,
     find_checkpoint,
     lr_factor,
     make_accelerator,
+    make_loader,
+    run_steps,
+    split_batch,
+    start_run,
 )
 
 __all__ = [
@@ -182,27 +182,12 @@ def train_segmenter(
     train_cfg = config["train"]
     if accelerator is None:
         accelerator = make_accelerator(config["train"], output_dir)
-    processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
-    if train_cfg["batch_size"] % (processes * accumulation):
-        raise ConfigError(
-            f"train.batch_size={train_cfg['batch_size']} is not divisible by processes x accumulation "
-            f"= {processes} x {accumulation}"
-        )
-    per_process = train_cfg["batch_size"] // (processes * accumulation)
+    processes, _, per_process = split_batch(accelerator, train_cfg)
     checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
 
     set_seed(train_cfg["seed"], device_specific=False)
     dataset = build_train_dataset(config, output_dir)
-    if len(dataset) < per_process * processes:
-        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
-    loader = DataLoader(
-        dataset,
-        batch_size=per_process,
-        sampler=EpochSampler(len(dataset), train_cfg["seed"]),
-        num_workers=config["data"]["num_workers"],
-        drop_last=True,
-        generator=torch.Generator().manual_seed(train_cfg["seed"]),  # keeps the global RNG out of the data order
-    )
+    loader = make_loader(dataset, per_process, processes, config)
     model = build_seg_model(config, dataset.num_classes)
     if config["model"]["sync_bn"] and processes > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -212,83 +197,24 @@ def train_segmenter(
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     for extra in (scheduler, state):  # the scheduler is stepped by hand, once per optimizer step
         accelerator.register_for_checkpointing(extra)
+    masks = str(dataset.mask_paths[dataset.ids[0]].parent)
+    start_run(
+        accelerator, config, output_dir, dataset, checkpoint, state, "fsae_seg", stage="segmentation", train_masks=masks
+    )
 
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        facts = {
-            "stage": "segmentation",
-            "processes": processes,
-            "per_process_batch": per_process,
-            "gradient_accumulation_steps": accumulation,
-            "global_batch": per_process * processes * accumulation,
-            "git_commit": _git_commit(),
-            "torch": str(torch.__version__),
-            "device": str(accelerator.device),
-            "dataset_size": len(dataset),
-            "num_classes": dataset.num_classes,
-            "train_masks": str(dataset.mask_paths[dataset.ids[0]].parent),
-            "resumed_from": str(checkpoint) if checkpoint else None,
-        }
-        (output_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": facts}, sort_keys=False))
-    if train_cfg["tensorboard"]:
-        accelerator.init_trackers("fsae_seg", config={k: str(v) for k, v in config.items()})
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+    def step(batch: dict[str, Any]) -> tuple[torch.Tensor, int, Callable[[], dict[str, float]]]:
+        images = _normalise(batch["image"].float().div_(255))
+        with accelerator.autocast():
+            logits = model(images)
+        loss = segmentation_loss(logits, batch["mask"])
+        _check_finite(state.step, {"ce": loss})
+        return loss, images.shape[0], lambda: {"loss": loss.item()}
 
-    log_file, max_steps = output_dir / "log.jsonl", train_cfg["max_steps"]
-    bar = None
-    if progress and accelerator.is_main_process:
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_steps, initial=state.step, desc="train seg", dynamic_ncols=True)
-    last: dict[str, float] = {}
-    images_seen, started = 0, time.perf_counter()
     model.train()
-    while state.step < max_steps:
-        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
-        batches.set_epoch(state.epoch)
-        for batch in batches:
-            state.batches += 1
-            with accelerator.accumulate(model):
-                images = _normalise(batch["image"].float().div_(255))
-                with accelerator.autocast():
-                    logits = model(images)
-                loss = segmentation_loss(logits, batch["mask"])
-                _check_finite(state.step, {"ce": loss})
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            images_seen += images.shape[0] * processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.step += 1
-            if bar is not None:
-                bar.update(1)
-            if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
-                elapsed = time.perf_counter() - started
-                last = {
-                    "loss": loss.item(),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": images_seen / max(elapsed, 1e-9),
-                }
-                accelerator.log(last, step=state.step)
-                if accelerator.is_main_process:
-                    with log_file.open("a") as f:
-                        f.write(json.dumps({"step": state.step, **last}) + "\n")
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
-            if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
-                _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
-            if state.step >= max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batches = 0
-    if bar is not None:
-        bar.close()
-    _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+    last = run_steps(
+        accelerator, model, loader, optimizer, scheduler, state, config, output_dir, step,
+        desc="train seg", progress=progress,
+    )  # fmt: skip
     _save_model(accelerator, model, output_dir)
     return {"steps": state.step, "epoch": state.epoch, **last}, accelerator.unwrap_model(model)
 

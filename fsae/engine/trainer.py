@@ -17,6 +17,10 @@ Accelerate does device placement, DDP, mixed precision, gradient accumulation, c
 trackers; this module adds the data order that resumes mid-epoch, atomic checkpoints, the EMA
 teacher and the non-finite-loss guard.  The batch size in the config is global: each process gets
 ``batch_size / (processes * accumulation)`` crops, so a run means the same on 1 or N GPUs.
+
+The pieces a stage's trainer is made of (:func:`make_accelerator`, :func:`split_batch`, :func:`make_loader`,
+:func:`start_run` and the loop, :func:`run_steps`) also run the segmentation stage
+(:mod:`fsae.engine.seg_trainer`), which supplies its own ``step``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +245,161 @@ def _save_weights(accelerator, method, teacher, output_dir: Path) -> None:
     )
 
 
+def split_batch(accelerator, train_cfg: dict[str, Any]) -> tuple[int, int, int]:
+    """``(processes, accumulation, per_process)``: ``train.batch_size`` is global, each process takes
+    ``batch_size / (processes x accumulation)`` crops a micro-batch.
+
+    Raises:
+        ConfigError: the batch does not divide.
+    """
+    processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
+    if train_cfg["batch_size"] % (processes * accumulation):
+        raise ConfigError(
+            f"train.batch_size={train_cfg['batch_size']} is not divisible by processes x accumulation "
+            f"= {processes} x {accumulation}"
+        )
+    return processes, accumulation, train_cfg["batch_size"] // (processes * accumulation)
+
+
+def make_loader(dataset, per_process: int, processes: int, config: dict[str, Any]) -> DataLoader:
+    """The training loader: :class:`EpochSampler` order (resumable mid-epoch), whole micro-batches only.
+
+    Raises:
+        ConfigError: the dataset holds fewer images than one global batch.
+    """
+    if len(dataset) < per_process * processes:
+        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
+    seed = config["train"]["seed"]
+    return DataLoader(
+        dataset,
+        batch_size=per_process,
+        sampler=EpochSampler(len(dataset), seed),
+        num_workers=config["data"]["num_workers"],
+        drop_last=True,
+        # Its own generator: starting an epoch (or a resumed one) must not consume the global RNG,
+        # whose state (dropout) a checkpoint restores.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def start_run(
+    accelerator,
+    config: dict[str, Any],
+    output_dir: Path,
+    dataset,
+    checkpoint: Path | None,
+    state: TrainState,
+    tracker: str,
+    **facts: Any,
+) -> None:
+    """Write ``output_dir/config.yaml`` (the effective config + ``_run`` facts: processes, batches, git commit,
+    device, dataset, ``facts``), start the trackers, and when resuming load ``checkpoint`` into everything
+    registered for checkpointing (``state`` among them)."""
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        processes, accumulation, per_process = split_batch(accelerator, config["train"])
+        run = {
+            "processes": processes,
+            "per_process_batch": per_process,
+            "gradient_accumulation_steps": accumulation,
+            "global_batch": per_process * processes * accumulation,
+            "git_commit": _git_commit(),
+            "torch": str(torch.__version__),
+            "device": str(accelerator.device),
+            "dataset_size": len(dataset),
+            "num_classes": dataset.num_classes,
+            **facts,
+            "resumed_from": str(checkpoint) if checkpoint else None,
+        }
+        (output_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": run}, sort_keys=False))
+    if config["train"]["tensorboard"]:
+        accelerator.init_trackers(tracker, config={k: str(v) for k, v in config.items()})
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+
+
+def run_steps(
+    accelerator,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    config: dict[str, Any],
+    output_dir: Path,
+    step: Callable[[dict[str, Any]], tuple[torch.Tensor, int, Callable[[], dict[str, float]]]],
+    *,
+    desc: str,
+    progress: bool,
+    after_step: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """The optimisation loop of both stages, from ``state`` to ``train.max_steps`` (global optimizer steps).
+
+    Per micro-batch, inside ``accelerator.accumulate(model)``: ``loss, images, logs = step(batch)`` (the forward
+    pass, its finite check; ``images`` this process's batch size, ``logs()`` the values to log), then backward
+    and the optimizer step.  Per optimizer step: the LR schedule, ``after_step()`` (the EMA teacher's update),
+    every ``train.log_every`` steps a line of ``logs()`` + lr + images/s in ``output_dir/log.jsonl`` and the
+    trackers, every ``train.checkpoint_every`` steps a checkpoint.  A resumed ``state`` continues mid-epoch with
+    the same data order.  Ends with a checkpoint; returns the last logged values.
+    """
+    train_cfg = config["train"]
+    processes, max_steps = accelerator.num_processes, train_cfg["max_steps"]
+    log_file = output_dir / "log.jsonl"
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=state.step, desc=desc, dynamic_ncols=True)
+    last: dict[str, float] = {}
+    images_seen, started = 0, time.perf_counter()
+    while state.step < max_steps:
+        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
+        # Accelerate's loaders set the epoch of the sampler and the dataset from their own iteration
+        # counter when iterated: set it explicitly so a resumed (or skipping) loader agrees.
+        batches.set_epoch(state.epoch)
+        for batch in batches:
+            state.batches += 1
+            with accelerator.accumulate(model):
+                loss, images, logs = step(batch)
+                accelerator.backward(loss)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            images_seen += images * processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            if after_step is not None:
+                after_step()
+            state.step += 1
+            if bar is not None:
+                bar.update(1)
+            if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
+                elapsed = time.perf_counter() - started
+                last = {
+                    **logs(),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "images_per_s": images_seen / max(elapsed, 1e-9),
+                }
+                accelerator.log(last, step=state.step)
+                if accelerator.is_main_process:
+                    with log_file.open("a") as f:
+                        f.write(json.dumps({"step": state.step, **last}) + "\n")
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
+            if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
+                _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+            if state.step >= max_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches = 0
+    if bar is not None:
+        bar.close()
+    _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+    return last
+
+
 def make_accelerator(train_cfg: dict[str, Any], output_dir: Path) -> Any:
     """The ``accelerate.Accelerator`` of a training run (``train.mixed_precision``, ``gradient_accumulation_steps``,
     ``tensorboard``; logs under ``output_dir/logs``), checked against how the process was launched.
@@ -289,32 +448,12 @@ def train(
     train_cfg, fsae_cfg = config["train"], config["fsae"]
     if accelerator is None:
         accelerator = make_accelerator(train_cfg, output_dir)
-    processes, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
-    if train_cfg["batch_size"] % (processes * accumulation):
-        raise ConfigError(
-            f"train.batch_size={train_cfg['batch_size']} is not divisible by processes x accumulation "
-            f"= {processes} x {accumulation}"
-        )
-    per_process = train_cfg["batch_size"] // (processes * accumulation)
+    processes, _, per_process = split_batch(accelerator, train_cfg)
     checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
 
     set_seed(train_cfg["seed"], device_specific=False)
     dataset = build_dataset(config)
-    sampler = EpochSampler(len(dataset), train_cfg["seed"])
-    loader = DataLoader(
-        dataset,
-        batch_size=per_process,
-        sampler=sampler,
-        num_workers=config["data"]["num_workers"],
-        drop_last=True,
-        persistent_workers=False,
-        # Its own generator: starting an epoch (or a resumed one) must not consume the global RNG,
-        # whose state (dropout) a checkpoint restores.
-        generator=torch.Generator().manual_seed(train_cfg["seed"]),
-    )
-    if len(dataset) < per_process * processes:
-        raise ConfigError(f"the dataset has {len(dataset)} images, fewer than one global batch")
-
+    loader = make_loader(dataset, per_process, processes, config)
     method, teacher, criterion, weak_aug, strong_aug = build_components(config, dataset.num_classes)
     optimizer = build_optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
@@ -325,104 +464,42 @@ def train(
     # The scheduler is stepped by hand once per optimizer step (max_steps counts global steps).
     for extra in (teacher, scheduler, state):
         accelerator.register_for_checkpointing(extra)
+    start_run(accelerator, config, output_dir, dataset, checkpoint, state, "fsae")
 
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        effective = {
-            **config,
-            "_run": {
-                "processes": processes,
-                "per_process_batch": per_process,
-                "gradient_accumulation_steps": accumulation,
-                "global_batch": per_process * processes * accumulation,
-                "git_commit": _git_commit(),
-                "torch": str(torch.__version__),
-                "device": str(accelerator.device),
-                "dataset_size": len(dataset),
-                "num_classes": dataset.num_classes,
-                "resumed_from": str(checkpoint) if checkpoint else None,
-            },
-        }
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(effective, sort_keys=False))
-    if train_cfg["tensorboard"]:
-        accelerator.init_trackers("fsae", config={k: str(v) for k, v in config.items()})
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+    def step(batch: dict[str, Any]) -> tuple[torch.Tensor, int, Callable[[], dict[str, float]]]:
+        crops = batch["image"].float().div_(255)
+        labels = batch["labels"]
+        saliency = batch["saliency"].float().to(crops.device) if "saliency" in batch else None
+        weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
+        # FSAE from fsae.start_step on (a warm-up lets the EMA teacher become worth copying first)
+        expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
+        strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
+        with accelerator.autocast():
+            step_out = method(weak, labels, strong=strong, saliency=saliency, generator=state.generators["method"])
+            terms = dict(step_out.losses)
+            if expanding:
+                teacher_logits = teacher(weak)
+                terms["fsae"] = fsae_cfg["weight"] * criterion(
+                    step_out.strong_logits.float(), teacher_logits.float(), labels
+                )
+        _check_finite(state.step, terms)
+        loss = sum(terms.values())
 
-    log_file = output_dir / "log.jsonl"
-    max_steps = train_cfg["max_steps"]
-    bar = None
-    if progress and accelerator.is_main_process:
-        from tqdm import tqdm
+        def logs() -> dict[str, float]:
+            values = {name: value.item() for name, value in terms.items()}
+            values["loss"] = loss.item()
+            if expanding:
+                values.update({k: v.item() for k, v in criterion.last_stats.items()})
+            return values
 
-        bar = tqdm(total=max_steps, initial=state.step, desc="train", dynamic_ncols=True)
-    last: dict[str, float] = {}
-    images_seen, started = 0, time.perf_counter()
-    while state.step < max_steps:
-        batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
-        # Accelerate's loaders set the epoch of the sampler and the dataset from their own iteration
-        # counter when iterated: set it explicitly so a resumed (or skipping) loader agrees.
-        batches.set_epoch(state.epoch)
-        for batch in batches:
-            state.batches += 1
-            with accelerator.accumulate(method):
-                crops = batch["image"].float().div_(255)
-                labels = batch["labels"]
-                saliency = batch["saliency"].float().to(crops.device) if "saliency" in batch else None
-                weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
-                # FSAE from fsae.start_step on (a warm-up lets the EMA teacher become worth copying first)
-                expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
-                strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
-                with accelerator.autocast():
-                    step_out = method(
-                        weak, labels, strong=strong, saliency=saliency, generator=state.generators["method"]
-                    )
-                    terms = dict(step_out.losses)
-                    if expanding:
-                        teacher_logits = teacher(weak)
-                        terms["fsae"] = fsae_cfg["weight"] * criterion(
-                            step_out.strong_logits.float(), teacher_logits.float(), labels
-                        )
-                _check_finite(state.step, terms)
-                loss = sum(terms.values())
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            images_seen += crops.shape[0] * processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            # Also without FSAE (cheap): the first fsae.start_step steps of an FSAE run are then exactly a
-            # baseline run's, so a baseline checkpoint can start an FSAE run (--resume PATH).
-            teacher.update(accelerator.unwrap_model(method))
-            state.step += 1
-            if bar is not None:
-                bar.update(1)
-            if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
-                elapsed = time.perf_counter() - started
-                last = {name: value.item() for name, value in terms.items()}
-                last["loss"] = loss.item()
-                last["lr"] = optimizer.param_groups[0]["lr"]
-                last["images_per_s"] = images_seen / max(elapsed, 1e-9)
-                if expanding:
-                    last.update({k: v.item() for k, v in criterion.last_stats.items()})
-                accelerator.log(last, step=state.step)
-                if accelerator.is_main_process:
-                    with log_file.open("a") as f:
-                        f.write(json.dumps({"step": state.step, **last}) + "\n")
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
-            if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
-                _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
-            if state.step >= max_steps:
-                break
-        else:
-            state.epoch += 1
-            state.batches = 0
-    if bar is not None:
-        bar.close()
-    _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
+        return loss, crops.shape[0], logs
+
+    # The teacher follows the student also without FSAE (cheap): the first fsae.start_step steps of an FSAE
+    # run are then exactly a baseline run's, so a baseline checkpoint can start an FSAE run (--resume PATH).
+    last = run_steps(
+        accelerator, method, loader, optimizer, scheduler, state, config, output_dir, step,
+        desc="train", progress=progress, after_step=lambda: teacher.update(accelerator.unwrap_model(method)),
+    )  # fmt: skip
     _save_weights(accelerator, method, teacher, output_dir)
     accelerator.end_training()
     return {"steps": state.step, "epoch": state.epoch, **last}

@@ -23,6 +23,7 @@ from fsae.data.palette import read_label_png, voc_palette, write_label_png
 from fsae.data.transforms import RandomScale, seg_train_geometry
 from fsae.engine import ConfigError, find_checkpoint
 from fsae.engine import seg_trainer as seg_module
+from fsae.engine import trainer as trainer_module
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
 from fsae.engine.seg_trainer import _one_line, build_train_dataset, main, segmentation_loss, train_segmenter
 from fsae.engine.trainer import build_optimizer, lr_factor
@@ -224,16 +225,16 @@ def test_resume_after_a_crash_is_bit_identical(toy_root, pseudo, tmp_path, monke
                                       "model.name": "deeplabv3plus", "model.output_stride": 16})  # fmt: skip
     train_segmenter(config, tmp_path / "straight", progress=False)
 
-    original = seg_module._save_checkpoint
+    original = trainer_module._save_checkpoint  # the loop both stages share
 
     def crash_after_first_checkpoint(accelerator, output_dir, state, keep):
         original(accelerator, output_dir, state, keep)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(seg_module, "_save_checkpoint", crash_after_first_checkpoint)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train_segmenter(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(seg_module, "_save_checkpoint", original)
+    monkeypatch.setattr(trainer_module, "_save_checkpoint", original)
     assert find_checkpoint(tmp_path / "resumed", "latest").name == "step_00000002"
     train_segmenter(config, tmp_path / "resumed", resume="latest", progress=False)
 
