@@ -288,8 +288,6 @@ PYEOF
 # after a timeout. With FSAE_GPU_CHECK_TOY_BACKGROUND=1 this starts right after the import step and runs beside
 # the tests and the sanitizer (correctness checks, not timings); the benchmarks wait for it.
 toy_step() {
-    # Each ';'-separated argument list is one toy_quality.py run; they run at once, each in $WORK/toy<i>. Their
-    # JSON, logs and per-run metrics come back as one file (the device returns at most 8), also after a timeout.
     IFS=';' read -r -a TOY_RUNS <<<"${FSAE_GPU_CHECK_TOY:---jobs 3 --no-crf --scales 0.5,0.75}"
     # shellcheck disable=SC2016 # expanded by the inner bash
     TOY_SCRIPT='i=0; for args in "$@"; do
