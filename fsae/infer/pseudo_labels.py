@@ -240,6 +240,7 @@ def _summary(cm: ConfusionMatrix) -> dict[str, Any]:
         "iou": [_json_float(v) for v in result["iou"]],
         "pixel_acc": _json_float(result["pixel_acc"]),
         "mean_acc": _json_float(result["mean_acc"]),
+        "confusion": cm.mat.cpu().tolist(),  # pixels: rows ground truth, columns prediction
     }
 
 
@@ -394,7 +395,8 @@ def make_pseudo_labels(
         The metrics dict (the same on every process), written to ``metrics.json`` by the main process:
         ``split``, ``dataset``, ``num_images``, ``checkpoint``, ``weights``, ``scales``, ``flip``, ``threshold``,
         ``alpha``, ``crf``, ``from_cams``, ``class_names``; with ``evaluate`` also ``seed`` (``miou``, ``iou``
-        per class with ``None`` = undefined, ``pixel_acc``, ``mean_acc``; seeds at ``threshold``), ``curve``
+        per class with ``None`` = undefined, ``pixel_acc``, ``mean_acc``, ``confusion``: the (C+1, C+1) pixel counts,
+        rows ground truth, columns prediction; seeds at ``threshold``), ``curve``
         (``[{threshold, miou}]`` for t = 0.00..0.60), ``best`` (``{threshold, miou}``, chosen on this split),
         ``mask`` (as ``seed``, for the CRF masks; when ``crf``), ``completeness`` and ``completeness_images``.
 

@@ -189,6 +189,7 @@ def test_metrics_match_a_recomputation_from_the_written_pngs(first_run, toy_root
         assert metrics[key]["miou"] == pytest.approx(expected["miou"], abs=1e-12)
         assert same_nan(metrics[key]["iou"], expected["iou"])
         assert metrics[key]["pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
+        assert metrics[key]["confusion"] == cm.mat.tolist()  # rows ground truth, columns prediction
     assert metrics["completeness"] == pytest.approx(float(np.mean(fractions)), abs=1e-12)
     assert metrics["completeness_images"] == len(fractions)
     assert metrics["num_images"] == 6 and metrics["split"] == "train" and metrics["scales"] == [1.0]
