@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,37 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     return train(config, args.output_dir, resume=args.resume, progress=not args.no_progress)
 
 
+def one_line(err: BaseException) -> str:
+    """The message of ``err``; for an error re-raised from a data-loader worker, its original last line."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1]
+        head, sep, tail = text.partition(": ")
+        if sep and head.rsplit(".", 1)[-1].endswith("Error"):
+            text = tail
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run_job(job: Callable[[], Any]) -> int:
+    """Run a recipe's ``job`` (validate, then work; returns its summary) and give the exit code: on bad input (a
+    config, dataset or non-finite-loss error, also one raised in a loader worker) one line ``error: ...`` on stderr
+    and 1; else ``done: <summary>`` from the main process and 0."""
+    try:
+        summary = job()
+    except (ConfigError, DatasetError, NonFiniteLossError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 1
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # one line per run, not per process
+        print(f"done: {summary}")
+    return 0
+
+
 def main(argv: list[str] | None = None, description: str = "", default_config: Path | None = None) -> int:
     args = build_parser(description, default_config).parse_args(argv)
-    try:
+
+    def job() -> dict[str, Any]:
         overrides = list(args.overrides)
         if args.data_root is not None:
             if not args.data_root.is_dir():
@@ -50,13 +79,6 @@ def main(argv: list[str] | None = None, description: str = "", default_config: P
             overrides.append(f"train.mixed_precision={args.mixed_precision}")
         if args.max_steps is not None:
             overrides.append(f"train.max_steps={args.max_steps}")
-        config = load_config(args.config, overrides)
-        summary = training_function(config, args)
-    except (ConfigError, DatasetError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    from accelerate import PartialState
+        return training_function(load_config(args.config, overrides), args)
 
-    if PartialState().is_main_process:  # one line per run, not per process
-        print(f"done: {summary}")
-    return 0
+    return run_job(job)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,10 @@ import yaml
 
 from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
+from fsae.engine.cli import run_job
 from fsae.engine.config import ConfigError
 from fsae.engine.seg_config import load_seg_config
 from fsae.engine.trainer import (
-    NonFiniteLossError,
     TrainState,
     _check_finite,
     _normalise,
@@ -360,33 +359,17 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
     return summary
 
 
-def _one_line(err: BaseException) -> str:
-    """The message of ``err``; for an error re-raised from a data-loader worker, its original last line."""
-    text = str(err).strip()
-    if "Original Traceback" in text:
-        text = text.splitlines()[-1]
-        head, sep, tail = text.partition(": ")
-        if sep and head.rsplit(".", 1)[-1].endswith("Error"):
-            text = tail
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def main(argv: list[str] | None = None, description: str = "", default_config: Path | None = None) -> int:
     """Parse ``argv``, validate (one-line ``error: ...`` and exit code 1 on bad input), run; returns the exit code."""
     args = build_parser(description, default_config).parse_args(argv)
-    try:
+
+    def job() -> dict[str, Any]:
         if args.checkpoint is not None and not args.eval_only:
             raise ConfigError("--checkpoint needs --eval-only (to continue training use --resume)")
         if args.eval_only and args.resume:
             raise ConfigError("--eval-only and --resume exclude each other")
         config = load_seg_config(args.config, _overrides(args))
         _data_root(config)
-        summary = training_function(config, args)
-    except (ConfigError, DatasetError, NonFiniteLossError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    from accelerate import PartialState
+        return training_function(config, args)
 
-    if PartialState().is_main_process:  # one line per run, not per process
-        print(f"done: {summary}")
-    return 0
+    return run_job(job)

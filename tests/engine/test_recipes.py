@@ -51,6 +51,20 @@ def test_bad_input_exits_non_zero_with_one_line(toy_root, tmp_path, extra, messa
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_an_unreadable_image_in_a_loader_worker_is_one_line(toy_root, tmp_path):
+    # A DatasetError raised in a DataLoader worker reaches the main process with the worker's traceback in its
+    # message; the recipe still prints its last line only.
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    victim = sorted((root / "JPEGImages").glob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg")
+    args = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(root), *SMALL,
+            "--max-steps", "8", "--set", "data.num_workers=1", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    result = run(args)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: unreadable image {victim}: cannot identify image file "
+                                                  f"'{victim}'"], result.stderr  # fmt: skip
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(toy_root, tmp_path):
     base = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(toy_root), *SMALL,
             "--max-steps", "4", "--set", "train.checkpoint_every=2"]  # fmt: skip

@@ -24,8 +24,9 @@ from fsae.data.transforms import RandomScale, seg_train_geometry
 from fsae.engine import ConfigError, find_checkpoint
 from fsae.engine import seg_trainer as seg_module
 from fsae.engine import trainer as trainer_module
+from fsae.engine.cli import one_line
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
-from fsae.engine.seg_trainer import _one_line, build_train_dataset, main, segmentation_loss, train_segmenter
+from fsae.engine.seg_trainer import build_train_dataset, main, segmentation_loss, train_segmenter
 from fsae.engine.trainer import build_optimizer, lr_factor
 from fsae.eval import ConfusionMatrix
 
@@ -345,8 +346,8 @@ def test_worker_errors_are_reduced_to_their_last_line():
         "Caught DatasetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\nfsae.data.segmentation.DatasetError: unreadable image /a/b.jpg: truncated'
     )
-    assert _one_line(wrapped) == "unreadable image /a/b.jpg: truncated"
-    assert _one_line(ConfigError("plain message")) == "plain message"
+    assert one_line(wrapped) == "unreadable image /a/b.jpg: truncated"
+    assert one_line(ConfigError("plain message")) == "plain message"
 
 
 # --- learning ------------------------------------------------------------------------------------------------
