@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from fsae.data import DatasetError
+from fsae.engine.cli import run_job
 from fsae.engine.config import ConfigError
 from fsae.infer.pseudo_labels import DEFAULT_SCALES, make_pseudo_labels
 
@@ -62,7 +63,8 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def job() -> str:
         if args.checkpoint is not None and not args.checkpoint.exists():
             raise ConfigError(f"checkpoint not found: {args.checkpoint}")
         if args.data_root is not None and not args.data_root.is_dir():
@@ -88,24 +90,24 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             progress=not args.no_progress,
         )
-    except (ConfigError, DatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    from accelerate import PartialState
+        return _summary(metrics, args.output_dir)
 
-    if PartialState().is_main_process:
-        summary = f"{metrics['num_images']} images -> {args.output_dir}"
-        if "seed" in metrics:
-            pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
-            summary += (
-                f"; seed mIoU {pct(metrics['seed']['miou'])} @ t={metrics['threshold']:.2f}, best "
-                f"{pct(metrics['best']['miou'])} @ t={metrics['best']['threshold']:.2f} (chosen on {metrics['split']})"
-            )
-            if "mask" in metrics:
-                summary += f", mask mIoU {pct(metrics['mask']['miou'])}"
-            summary += f", completeness {pct(metrics['completeness'])}"
-        print(f"done: {summary}")
-    return 0
+    return run_job(job)
+
+
+def _summary(metrics: dict[str, Any], output_dir: Path) -> str:
+    """The ``done:`` line: image count and, with ``--eval``, the headline metrics."""
+    summary = f"{metrics['num_images']} images -> {output_dir}"
+    if "seed" in metrics:
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        summary += (
+            f"; seed mIoU {pct(metrics['seed']['miou'])} @ t={metrics['threshold']:.2f}, best "
+            f"{pct(metrics['best']['miou'])} @ t={metrics['best']['threshold']:.2f} (chosen on {metrics['split']})"
+        )
+        if "mask" in metrics:
+            summary += f", mask mIoU {pct(metrics['mask']['miou'])}"
+        summary += f", completeness {pct(metrics['completeness'])}"
+    return summary
 
 
 if __name__ == "__main__":
