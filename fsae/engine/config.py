@@ -162,6 +162,9 @@ def _set(config: dict[str, Any], dotted: str, value: Any, schema: ConfigSchema) 
                 _set(config, f"{dotted}.{key}", inner, schema)
             return
         raise ConfigError(f"unknown config key {dotted!r}{schema.unknown_hint(dotted, known)}")
+    if isinstance(value, dict) and dotted in known and dotted not in schema.free_form:  # a mapping for a plain key
+        expected = schema.optional.get(dotted, type(known[dotted]))
+        raise ConfigError(f"{dotted} must be {expected.__name__}, got {value!r}")
     node = config
     *parents, leaf = dotted.split(".")
     for part in parents:

@@ -58,6 +58,8 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
         (["optim.learning_rate=0.1"], "unknown config key 'optim.learning_rate'"),
         (["lr=0.1"], r"unknown config key 'lr' \(did you mean optim.lr\?\)"),
         (["optim.lr=fast"], "optim.lr must be float"),
+        (["optim.lr={a: 1}"], r"optim.lr must be float, got \{'a': 1\}"),
+        (["data.saliency_dir={a: 1}"], "data.saliency_dir must be str, got"),
         (["train.max_steps=1.5"], "train.max_steps must be int"),
         (["train.max_steps=0"], "train.max_steps must be >= 1"),
         (["method.name=deeplab"], "method.name must be one of"),
