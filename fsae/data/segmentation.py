@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,11 +157,12 @@ def cached_labels(
 
 
 def _progress(items: Sequence[str], description: str):
+    """A transient bar over ``items`` for long one-off work, on a terminal only (a log file gets no bar)."""
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional here
         return items
-    return tqdm(items, desc=description, disable=len(items) < 500, leave=False)
+    return tqdm(items, desc=description, disable=len(items) < 500 or not sys.stderr.isatty(), leave=False)
 
 
 class SegmentationDataset(Dataset):
