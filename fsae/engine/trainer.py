@@ -294,7 +294,17 @@ def start_run(
 ) -> None:
     """Write ``output_dir/config.yaml`` (the effective config + ``_run`` facts: processes, batches, git commit,
     device, dataset, ``facts``), start the trackers, and when resuming load ``checkpoint`` into everything
-    registered for checkpointing (``state`` among them)."""
+    registered for checkpointing (``state`` among them): first, so that a checkpoint that does not fit ``config``
+    stops the run (:class:`ConfigError`) before the folder's ``config.yaml`` is touched."""
+    if checkpoint is not None:
+        try:
+            accelerator.load_state(str(checkpoint))
+        except (KeyError, RuntimeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"--resume {checkpoint} does not fit this run's config (resume with the settings it was trained "
+                f"with): {first}"
+            ) from None
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         processes, accumulation, per_process = split_batch(accelerator, config["train"])
@@ -315,7 +325,6 @@ def start_run(
     if config["train"]["tensorboard"]:
         accelerator.init_trackers(tracker, config={k: str(v) for k, v in config.items()})
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
 
 

@@ -114,6 +114,16 @@ def test_saliency_dir_adds_ppcs_eps_term(toy_root, tmp_path):
         tiny_config(toy_root, **{"data.saliency_dir": 3})
 
 
+def test_a_checkpoint_that_does_not_fit_the_config_is_refused_in_one_line(toy_root, tmp_path):
+    train(tiny_config(toy_root, **{"train.max_steps": 2, "fsae.enabled": False}), tmp_path, progress=False)
+    written = (tmp_path / "config.yaml").read_text()
+    other = tiny_config(toy_root, **{"train.max_steps": 3, "fsae.enabled": False, "method.backbone": "resnet10t"})
+    with pytest.raises(ConfigError, match=r"^--resume .*step_00000002 does not fit this run's config") as err:
+        train(other, tmp_path, resume="latest", progress=False)
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "config.yaml").read_text() == written  # the run's record is kept
+
+
 def test_interrupted_checkpoint_is_never_resumed(toy_root, tmp_path):
     (tmp_path / "checkpoints" / ".tmp_step_00000009").mkdir(parents=True)
     (tmp_path / "checkpoints" / "step_00000007").mkdir()  # no train_state.json: incomplete
