@@ -68,9 +68,8 @@ def _check_logits(logits: torch.Tensor, inputs: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def measure(checkpoint: Path, args: argparse.Namespace, root: Path) -> dict[str, float]:
-    """The region statistics of one checkpoint (fractions in [0, 1], averaged over objects / images)."""
-    model, _ = load_cam_model(checkpoint, args.weights)
+def measure(model: torch.nn.Module, args: argparse.Namespace, root: Path) -> dict[str, float]:
+    """The region statistics of one CAM network (fractions in [0, 1], averaged over objects / images)."""
     scales = tuple(float(s) for s in args.scales.split(","))
     dataset = VOCSegmentation(root, args.split)
     sums = dict.fromkeys(OBJECT_KEYS + BACKGROUND_KEYS, 0.0)
@@ -111,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         if not checkpoint.exists():
             print(f"error: checkpoint not found: {checkpoint}", file=sys.stderr)
             return 1
-    root = args.data_root or Path(load_cam_model(args.checkpoints[0], args.weights)[1]["data"]["root"])
-    rows = {str(c): measure(c, args, root) for c in args.checkpoints}
+    rows, root = {}, args.data_root
+    for checkpoint in args.checkpoints:
+        model, config = load_cam_model(checkpoint, args.weights)
+        root = root or Path(config["data"]["root"])  # the first run's data unless --data-root
+        rows[str(checkpoint)] = measure(model, args, root)
     keys = OBJECT_KEYS + BACKGROUND_KEYS
     print(f"CAM regions on {root} ({args.split}, scales {args.scales} + flips, seeds at t={args.threshold}); percent")
     print("| checkpoint | " + " | ".join(keys) + " |")
