@@ -14,7 +14,9 @@ channels, averaged over the passes) on the images of ``--split`` and reports, ov
   is the object's class;
 
 and over the background pixels: ``bg@bg`` (mean background probability) and ``seed fp@bg`` (share labelled as an
-object by the seeds).  The ignore band is left out everywhere.
+object by the seeds), the latter also split into ``fp@near`` (background within ``--near`` pixels of an object:
+CAMs spread past the object's border) and ``fp@far`` (the rest: activations in the clutter).  The ignore band is
+left out everywhere.
 
 Example (the branch point and both ends of the demo's comparison)::
 
@@ -30,6 +32,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from fsae.data.toy import load_toy_sample
 from fsae.data.voc import VOCSegmentation
@@ -40,7 +43,7 @@ from fsae.ops import cam_normalize, cams_to_labels
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 OBJECT_KEYS = ("class@part", "class@body", "bg@part", "bg@body", "norm@body", "seed@part", "seed@body")
-BACKGROUND_KEYS = ("bg@bg", "seed fp@bg")
+BACKGROUND_KEYS = ("bg@bg", "seed fp@bg", "fp@near", "fp@far")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train")
     parser.add_argument("--scales", default="0.5,0.75", help="CAM input scales, comma-separated")
     parser.add_argument("--threshold", type=float, default=0.3, help="seed background threshold")
+    parser.add_argument("--near", type=int, default=8, help="fp@near: background within this many pixels")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     return parser
@@ -73,7 +77,13 @@ def measure(model: torch.nn.Module, args: argparse.Namespace, root: Path) -> dic
     scales = tuple(float(s) for s in args.scales.split(","))
     dataset = VOCSegmentation(root, args.split)
     sums = dict.fromkeys(OBJECT_KEYS + BACKGROUND_KEYS, 0.0)
-    objects = images = 0
+    counts = dict.fromkeys(OBJECT_KEYS + BACKGROUND_KEYS, 0)
+
+    def add(key: str, values: torch.Tensor) -> None:  # the mean over one region; empty regions do not count
+        if values.numel():
+            sums[key] += float(values.float().mean())
+            counts[key] += 1
+
     for index in range(len(dataset) if args.limit is None else min(args.limit, len(dataset))):
         item = dataset[index]
         sample = load_toy_sample(root, item["id"])
@@ -89,19 +99,20 @@ def measure(model: torch.nn.Module, args: argparse.Namespace, root: Path) -> dic
             body = (instances == k) & ~part & valid
             if not body.any():
                 continue
-            objects += 1
             for key, plane, region in (
                 ("class@part", probs[cls], part), ("class@body", probs[cls], body), ("bg@part", probs[0], part),
                 ("bg@body", probs[0], body), ("norm@body", norm[0, cls - 1], body),
                 ("seed@part", (seeds == cls).float(), part), ("seed@body", (seeds == cls).float(), body),
             ):  # fmt: skip
-                sums[key] += float(plane[region].mean())
+                add(key, plane[region])
         background = (item["mask"] == 0) & valid
-        if background.any():
-            images += 1
-            sums["bg@bg"] += float(probs[0][background].mean())
-            sums["seed fp@bg"] += float((seeds[background] > 0).float().mean())
-    return {key: value / max(objects if key in OBJECT_KEYS else images, 1) for key, value in sums.items()}
+        width = 2 * args.near + 1
+        near = F.max_pool2d((instances > 0).float()[None, None], width, stride=1, padding=args.near)[0, 0] > 0
+        add("bg@bg", probs[0][background])
+        add("seed fp@bg", seeds[background] > 0)
+        add("fp@near", seeds[background & near] > 0)
+        add("fp@far", seeds[background & ~near] > 0)
+    return {key: value / max(counts[key], 1) for key, value in sums.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
