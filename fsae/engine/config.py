@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "ring_kernel": 3,
         "absent": "zero",
         "boundary_weight": None,
+        "mask_student": True,  # False: the student's CE over its raw logits (absent classes lowered too)
         "ema_decay": 0.999,
         "teacher_mode": "train",  # train (dropout on, the original) | eval
     },

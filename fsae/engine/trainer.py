@@ -139,6 +139,7 @@ def build_components(
         fsae_cfg["ring_kernel"],
         fsae_cfg["absent"],
         fsae_cfg["boundary_weight"],
+        fsae_cfg["mask_student"],
     )
     weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
     strong_aug = StrongPerturbation(

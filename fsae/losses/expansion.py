@@ -32,6 +32,7 @@ def fsae_loss(
     ring_kernel: int = 3,
     absent: str = "zero",
     boundary_weight: float | None = None,
+    mask_student: bool = True,
 ) -> torch.Tensor:
     """The FSAE loss alone: a 0-d float32 tensor (float64 for float64 logits).
 
@@ -39,7 +40,15 @@ def fsae_loss(
     teacher's masks.  Gradient flows to ``student_logits`` only.
     """
     loss, _ = expansion_loss(
-        student_logits, teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent, boundary_weight
+        student_logits,
+        teacher_logits,
+        labels,
+        conf_threshold,
+        ring_threshold,
+        ring_kernel,
+        absent,
+        boundary_weight,
+        mask_student,
     )
     return loss
 
@@ -69,6 +78,9 @@ class FSAELoss(nn.Module):
         absent: ``"zero"`` (absent classes get logit 0, the original) or ``"exclude"`` (-inf).
         boundary_weight: None for the union form; ``lambda_b`` for
             ``mean(CE * conf_mask) + lambda_b * mean(CE * ring_mask)``.
+        mask_student: True (the paper) label-masks the student's logits as the teacher's; False takes the
+            student's CE over its raw logits, so absent classes are lowered on the teacher's pixels too (on the
+            toy set this removes the class swaps the paper term causes: benchmarks/RESULTS.md).
 
     ``forward(student_logits, teacher_logits, labels) -> loss`` with logits
     ``(B, C+1, h, w)`` (channel 0 = background; student on the strong view,
@@ -85,6 +97,7 @@ class FSAELoss(nn.Module):
         ring_kernel: int = 3,
         absent: str = "zero",
         boundary_weight: float | None = None,
+        mask_student: bool = True,
     ) -> None:
         super().__init__()
         _checks.check_unit_interval("conf_threshold", conf_threshold)
@@ -92,11 +105,13 @@ class FSAELoss(nn.Module):
         _checks.check_ring_kernel(ring_kernel)
         _checks.check_choice("absent", absent, _checks.ABSENT_MODES)
         _checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
+        _checks.check_bool("mask_student", mask_student)
         self.conf_threshold = conf_threshold
         self.ring_threshold = ring_threshold
         self.ring_kernel = ring_kernel
         self.absent = absent
         self.boundary_weight = boundary_weight
+        self.mask_student = mask_student
         self.last_masks: ExpansionMasks | None = None
         self.last_stats: dict[str, torch.Tensor] = {}
 
@@ -110,6 +125,7 @@ class FSAELoss(nn.Module):
             self.ring_kernel,
             self.absent,
             self.boundary_weight,
+            self.mask_student,
         )
         self.last_masks = masks
         self.last_stats = expansion_stats(masks)
@@ -118,5 +134,6 @@ class FSAELoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"conf_threshold={self.conf_threshold}, ring_threshold={self.ring_threshold}, "
-            f"ring_kernel={self.ring_kernel}, absent={self.absent!r}, boundary_weight={self.boundary_weight}"
+            f"ring_kernel={self.ring_kernel}, absent={self.absent!r}, boundary_weight={self.boundary_weight}, "
+            f"mask_student={self.mask_student}"
         )

@@ -214,6 +214,7 @@ def expansion_loss(
     ring_kernel: int = 3,
     absent: str = "zero",
     boundary_weight: float | None = None,
+    mask_student: bool = True,
 ) -> tuple[torch.Tensor, ExpansionMasks]:
     """The FSAE term: student CE on the teacher's expansion masks (METHOD.md §2).
 
@@ -228,6 +229,15 @@ def expansion_loss(
         boundary_weight: None for the union form ``sum(mask * CE) / (B*H*W)``;
             a number ``lambda_b >= 0`` for ``(sum(conf_mask * CE) + lambda_b *
             sum(ring_mask * CE)) / (B*H*W)``.
+        mask_student: True (the paper) applies the label masking of ``absent``
+            to the student's logits too; False takes the student's CE over its
+            raw ``C+1`` logits, so the term also lowers the classes absent from
+            the image on the teacher's pixels (the teacher's masks and labels
+            are the same either way).  False computes the masks with the fused
+            kernel and the CE with torch ops.  With ``absent="zero"`` the
+            teacher can label a pixel with an absent class (its logit 0 above
+            all others); the unmasked student then raises that class there,
+            which ``absent="exclude"`` rules out.
 
     Returns:
         ``(loss, masks)``: a 0-d loss, float32 (float64 when an input is
@@ -238,6 +248,7 @@ def expansion_loss(
     _checks.check_logits("student_logits", student_logits)
     _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
     _checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
+    _checks.check_bool("mask_student", mask_student)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, got "
@@ -250,6 +261,10 @@ def expansion_loss(
     dtype = torch.promote_types(student_logits.dtype, teacher_logits.dtype)
     student = student_logits.to(dtype)
     teacher = teacher_logits.detach().to(dtype)
+    if not mask_student:
+        masks = expansion_masks(teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+        logits = student.to(reference.accumulate_dtype(dtype))
+        return reference.weighted_ce(logits, masks, boundary_weight), masks
     if not use_extension(student):
         return reference.expansion_loss(
             student, teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent, boundary_weight

@@ -168,22 +168,32 @@ def expansion_loss(
     ring_kernel: int = 3,
     absent: str = "zero",
     boundary_weight: float | None = None,
+    mask_student: bool = True,
 ) -> tuple[torch.Tensor, ExpansionMasks]:
     """FSAE loss of the student on the teacher's expansion masks (METHOD.md §2).
 
     ``CE = logsumexp(l_s) - l_s[pseudo_label]`` per pixel on the label-masked
-    student logits; the loss is ``sum(w * CE) / (B * H * W)`` (a mean over all
-    pixels, not over the mask) with ``w = mask`` when ``boundary_weight`` is
-    None, else ``w = conf_mask + boundary_weight * ring_mask`` (the variant
-    with a separate boundary term).  Returns a 0-d loss in the accumulate
-    dtype, differentiable w.r.t. ``student_logits`` only, and the masks.
+    student logits (the raw ones with ``mask_student=False``); the loss is
+    ``sum(w * CE) / (B * H * W)`` (a mean over all pixels, not over the mask)
+    with ``w = mask`` when ``boundary_weight`` is None, else ``w = conf_mask +
+    boundary_weight * ring_mask`` (the variant with a separate boundary term).
+    Returns a 0-d loss in the accumulate dtype, differentiable w.r.t.
+    ``student_logits`` only, and the masks.
     """
     masks = expansion_masks(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
-    logits = masked_logits(student_logits, labels, absent)
+    if mask_student:
+        logits = masked_logits(student_logits, labels, absent)
+    else:
+        logits = student_logits.to(accumulate_dtype(student_logits.dtype))
+    return weighted_ce(logits, masks, boundary_weight), masks
+
+
+def weighted_ce(logits: torch.Tensor, masks: ExpansionMasks, boundary_weight: float | None) -> torch.Tensor:
+    """``sum(w * CE) / (B * H * W)`` of :func:`expansion_loss` for student ``logits (B, C+1, H, W)``, as given."""
     target = logits.gather(1, masks.pseudo_label[:, None])[:, 0]
     ce = torch.logsumexp(logits, dim=1) - target
     if boundary_weight is None:
         weight = masks.mask.to(ce.dtype)
     else:
         weight = masks.conf_mask.to(ce.dtype) + boundary_weight * masks.ring_mask.to(ce.dtype)
-    return (weight * ce).sum() / ce.numel(), masks
+    return (weight * ce).sum() / ce.numel()
