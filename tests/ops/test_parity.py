@@ -81,9 +81,10 @@ def _loss_and_grad(fn, case, dtype, **kwargs):
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("absent", ["zero", "exclude"])
 @pytest.mark.parametrize("boundary_weight", [None, 0.5])
-def test_expansion_loss_and_grad_match_reference(device, shape, dtype, absent, boundary_weight):
+@pytest.mark.parametrize("mask_student", [True, False])
+def test_expansion_loss_and_grad_match_reference(device, shape, dtype, absent, boundary_weight, mask_student):
     case = random_case(shape, dtype, device, absent, seed=hash((shape, str(dtype), absent)) % 2**31)
-    kwargs = {"absent": absent, "boundary_weight": boundary_weight}
+    kwargs = {"absent": absent, "boundary_weight": boundary_weight, "mask_student": mask_student}
     loss, masks, grad = _loss_and_grad(fsae.ops.expansion_loss, case, dtype, **kwargs)
     ref_loss, ref_masks, ref_grad = _loss_and_grad(reference.expansion_loss, case, dtype, **kwargs)
 
