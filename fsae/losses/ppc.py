@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 BG_PROTOTYPE_MODES = ("threshold", "complement")
+SCORE_FORMS = ("original", "clamped")
+PROTOTYPE_SELECTIONS = ("stable", "topk")
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -75,26 +77,42 @@ def _check_pixels(embeddings: torch.Tensor, pseudo_labels: torch.Tensor, prototy
         raise ValueError(f"prototypes must be (K, {dim}), got {tuple(prototypes.shape)}")
 
 
-def ppc_scores(cams: torch.Tensor, bg_threshold: float = 0.1) -> torch.Tensor:
+def ppc_scores(cams: torch.Tensor, bg_threshold: float = 0.1, form: str = "original") -> torch.Tensor:
     """PPC's per-pixel class scores, used for pseudo-labels and prototypes.
 
-    Channel 0 (background) = ``bg_threshold``; channels 1..C = the foreground
-    maps of ``cams`` max-normed with :func:`fsae.ops.cam_normalize`
-    (``"minmax"``), labels *not* applied (absent classes still get prototypes).
-    No gradient.  (The original leaves the pixels at a map's minimum at a tiny
-    negative value instead of 0; it changes no argmax and no top-k choice.)
+    Channel 0 (background) = ``bg_threshold``; channels 1..C = the foreground maps of ``cams`` min-max normalised
+    per (image, class), labels *not* applied (absent classes still get prototypes).  No gradient.  With
+    ``x = relu(cam)``, ``m`` / ``M`` its map's minimum / maximum:
+
+    * ``form="original"`` (the authors' code): ``x`` is set to 0 where ``x < m + 1e-5``, then
+      ``(x - m - 1e-5) / (M - m + 1e-5)``.  The pixels at a map's minimum get a negative score
+      ``-(m + 1e-5) / (M - m + 1e-5)``, and a map that is 0 everywhere (a class whose refined map is empty over an
+      image, as most real batches have) scores -1 at every pixel: its prototype is then the mean of ``top_k`` tied
+      embeddings (:func:`class_prototypes`);
+    * ``form="clamped"`` (our correction): :func:`fsae.ops.cam_normalize` ``"minmax"``, i.e. the same values
+      clamped at 0; an empty map scores 0 and gets the zero prototype.
 
     Args:
         cams: ``(B, C+1, h, w)`` (refined) CAMs; channel 0 is ignored.
         bg_threshold: constant background score (0.1 in PPC's training script).
+        form: ``"original"`` or ``"clamped"``.
 
     Returns:
         ``(B, C+1, h, w)`` float32 (float64 for float64 input), detached.
     """
     _checks.check_logits("cams", cams)
     _checks.check_unit_interval("bg_threshold", bg_threshold)
+    _checks.check_choice("form", form, SCORE_FORMS)
     with torch.no_grad():
-        foreground = cam_normalize(cams[:, 1:].detach().to(accumulate_dtype(cams.dtype)), mode="minmax")
+        foreground = cams[:, 1:].detach().to(accumulate_dtype(cams.dtype))
+        if form == "clamped":
+            foreground = cam_normalize(foreground, mode="minmax")
+        else:
+            x = foreground.relu()
+            low = x.amin(dim=(2, 3), keepdim=True)
+            high = x.amax(dim=(2, 3), keepdim=True)
+            x = x.masked_fill(x < low + 1e-5, 0.0)
+            foreground = (x - low - 1e-5) / (high - low + 1e-5)
         return torch.cat([torch.full_like(foreground[:, :1], bg_threshold), foreground], dim=1)
 
 
@@ -120,22 +138,28 @@ def ppc_pseudo_labels(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return (scores.detach() * keep).argmax(dim=1)
 
 
-def class_prototypes(embeddings: torch.Tensor, scores: torch.Tensor, top_k: int = 16) -> torch.Tensor:
+def class_prototypes(
+    embeddings: torch.Tensor, scores: torch.Tensor, top_k: int = 16, selection: str = "stable"
+) -> torch.Tensor:
     """One prototype per channel from the ``top_k`` best-scoring pixels of the whole batch.
 
-    For channel c: rank all ``B*h*w`` pixels by ``scores[:, c]`` (descending;
-    ties go to the lowest flat index ``(b, row, col)``, which makes the
-    constant-background case deterministic, where the original's ``topk``
-    order is unspecified), keep the first ``k = min(top_k, B*h*w)``, and take
-    the mean of their *raw* embeddings weighted by their scores
-    ``sum_i s_i e_i / sum_i s_i``; the result is L2-normalised.  (The embeddings
-    themselves are not normalised before averaging, as in the original.)  A
-    channel whose selected weights sum to 0 gets the zero vector.  No gradient.
+    For channel c: rank all ``B*h*w`` pixels by ``scores[:, c]`` (descending), keep the first
+    ``k = min(top_k, B*h*w)``, and take the mean of their *raw* embeddings weighted by their scores
+    ``sum_i s_i e_i / sum_i s_i``; the result is L2-normalised.  (The embeddings themselves are not normalised
+    before averaging, as in the original.)  No gradient.  Ties among equal scores (the constant background channel;
+    an empty class map, :func:`ppc_scores`):
+
+    * ``selection="stable"``: the lowest flat indices ``(b, row, col)`` win, on every device; a channel whose
+      selected weights sum to 0 gets the zero vector;
+    * ``selection="topk"`` (the authors' code): ``torch.topk`` of the ``(K, B*h*w)`` score table chooses, as it
+      does there on the same device; weights are divided by their sum whatever its sign (the ``-1`` scores of an
+      empty map give the plain mean of the chosen embeddings).
 
     Args:
         embeddings: ``(B, D, h, w)`` pixel embeddings.
-        scores: ``(B, K, h, w)`` non-negative scores (``K = C+1`` from :func:`ppc_scores`).
+        scores: ``(B, K, h, w)`` scores (``K = C+1`` from :func:`ppc_scores`).
         top_k: pixels per prototype (PPC: ``h * w // 16`` of the small view = 16).
+        selection: ``"stable"`` or ``"topk"``.
 
     Returns:
         ``(K, D)`` float32 (float64 for float64 embeddings), unit rows (or zero), detached.
@@ -149,9 +173,16 @@ def class_prototypes(embeddings: torch.Tensor, scores: torch.Tensor, top_k: int 
         )
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    _checks.check_choice("selection", selection, PROTOTYPE_SELECTIONS)
     with torch.no_grad():
         dtype = accumulate_dtype(embeddings.dtype)
         pixels = _flat(embeddings.detach().to(dtype))  # (N, D)
+        if selection == "topk":
+            # the authors' table: (K, B, h, w) -> (K, B*h*w), the same memory order topk saw there
+            table = scores.detach().to(dtype).transpose(0, 1).reshape(scores.shape[1], -1)
+            weights, index = torch.topk(table, k=min(top_k, table.shape[1]), dim=-1)
+            mean = torch.einsum("kt,ktd->kd", weights, pixels[index]) / weights.sum(dim=1, keepdim=True)
+            return F.normalize(mean, dim=-1)
         ranked = _flat(scores.detach().to(dtype)).t()  # (K, N)
         k = min(top_k, ranked.shape[1])
         index = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :k]  # (K, k)
@@ -225,6 +256,13 @@ def cross_pseudo_label_contrast(
         prototype_contrast(embeddings1, prototypes1, pseudo_labels2, temperature)
         + prototype_contrast(embeddings2, prototypes2, pseudo_labels1, temperature)
     ) / 2
+
+
+def _draw_anchors(label: int, size: int, half: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``half`` distinct random positions in ``range(size)`` among class ``label``'s pixels (int64, on the
+    generator's device).  One function, so that the fidelity tests can replay the authors' draws."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randperm(size, generator=generator, device=device)[:half]
 
 
 def intra_view_contrast(
@@ -301,7 +339,7 @@ def intra_view_contrast(
     groups = torch.split(torch.sort(labels, stable=True).indices, counts)
     total = per_pixel.new_zeros(())
     present = 0
-    for members in groups:
+    for label, members in enumerate(groups):
         size = members.numel()
         if size == 0:
             continue
@@ -309,8 +347,7 @@ def intra_view_contrast(
         if size < 2:
             continue
         half = size // 2
-        device = generator.device if generator is not None else torch.device("cpu")
-        drawn = torch.randperm(size, generator=generator, device=device)[:half].to(members.device)
+        drawn = _draw_anchors(label, size, half, generator).to(members.device)
         upper = int(size * semi_hard_quantile)
         by_similarity = members[torch.sort(anchor_order[members], stable=True).indices]
         anchors = torch.cat([members[drawn], by_similarity[upper - half : upper]])
@@ -332,6 +369,7 @@ def ppc_contrast_terms(
     hard_negative_skip: int = 3,
     bg_prototype: str = "threshold",
     generator: torch.Generator | None = None,
+    score_form: str = "original",
 ) -> dict[str, torch.Tensor]:
     """The three weighted PPC terms for a (large view, small view) pair.
 
@@ -357,6 +395,9 @@ def ppc_contrast_terms(
             (image 0, top rows) are averaged; ``"complement"``: by
             ``1 - max_k score_k`` over the present classes (SEAM's background).
         generator: for the random anchors of the intra-view term.
+        score_form: ``"original"`` (the authors' code: :func:`ppc_scores` ``form="original"``, prototypes by
+            ``torch.topk``) or ``"clamped"`` (our correction: scores clamped at 0, stable prototype selection,
+            empty maps give zero prototypes).  The two differ when a class's map is empty over an image.
 
     Returns:
         ``{"cross_prototype", "cross_pseudo_label", "intra_view"}``: weighted 0-d
@@ -368,6 +409,7 @@ def ppc_contrast_terms(
     _checks.check_rank4("embeddings1", embeddings1, "(B, D, H, W)")
     _checks.check_rank4("embeddings2", embeddings2, "(B, D, h, w)")
     _checks.check_choice("bg_prototype", bg_prototype, BG_PROTOTYPE_MODES)
+    _checks.check_choice("score_form", score_form, SCORE_FORMS)
     batch, channels, height, width = cam2.shape
     if cam1.shape[:2] != cam2.shape[:2]:
         raise ValueError(f"cam1 and cam2 must agree in (B, C+1), got {tuple(cam1.shape)} and {tuple(cam2.shape)}")
@@ -391,13 +433,14 @@ def ppc_contrast_terms(
 
     views = []
     for cam, embeddings in ((cam1, embeddings1), (cam2, embeddings2)):
-        scores = ppc_scores(cam, bg_threshold)
+        scores = ppc_scores(cam, bg_threshold, score_form)
         pseudo = ppc_pseudo_labels(scores, labels)
         if bg_prototype == "complement":
             present = (labels.detach() != 0).to(scores.dtype)[:, :, None, None]
             background = 1 - (scores[:, 1:] * present).amax(dim=1, keepdim=True)
             scores = torch.cat([background, scores[:, 1:]], dim=1)
-        views.append((embeddings, class_prototypes(embeddings, scores, k), pseudo))
+        selection = "topk" if score_form == "original" else "stable"
+        views.append((embeddings, class_prototypes(embeddings, scores, k, selection), pseudo))
     (f1, p1, y1), (f2, p2, y2) = views
 
     intra = (
@@ -425,6 +468,7 @@ def ppc_contrast_loss(
     hard_negative_skip: int = 3,
     bg_prototype: str = "threshold",
     generator: torch.Generator | None = None,
+    score_form: str = "original",
 ) -> torch.Tensor:
     """``L_nce`` of PPC: the sum of :func:`ppc_contrast_terms` (same arguments), a 0-d float32 tensor."""
     terms = ppc_contrast_terms(
@@ -441,5 +485,6 @@ def ppc_contrast_loss(
         hard_negative_skip,
         bg_prototype,
         generator,
+        score_form,
     )
     return terms["cross_prototype"] + terms["cross_pseudo_label"] + terms["intra_view"]

@@ -30,10 +30,39 @@ def _pixels(*vectors: list[float]) -> torch.Tensor:
 
 def test_ppc_scores_hand():
     cams = torch.tensor([[[[9.0, -3.0, 2.0]], [[1.0, 3.0, 5.0]]]], requires_grad=True)  # (1, 2, 1, 3)
-    scores = ppc_scores(cams, bg_threshold=0.1)
-    assert not scores.requires_grad
-    torch.testing.assert_close(scores[0, 0, 0], torch.full((3,), 0.1))  # background: the constant
-    torch.testing.assert_close(scores[0, 1, 0], torch.tensor([0.0, 2 - EPS, 4 - EPS]) / (4 + EPS))
+    clamped = ppc_scores(cams, bg_threshold=0.1, form="clamped")
+    assert not clamped.requires_grad
+    torch.testing.assert_close(clamped[0, 0, 0], torch.full((3,), 0.1))  # background: the constant
+    torch.testing.assert_close(clamped[0, 1, 0], torch.tensor([0.0, 2 - EPS, 4 - EPS]) / (4 + EPS))
+    # the authors' form: the minimum pixel is zeroed first, then shifted below 0: -(1 + eps) / (4 + eps)
+    original = ppc_scores(cams, bg_threshold=0.1)
+    torch.testing.assert_close(original[0, 1, 0], torch.tensor([-1 - EPS, 2 - EPS, 4 - EPS]) / (4 + EPS))
+
+
+def test_ppc_scores_empty_map_original_minus_one_clamped_zero():
+    cams = torch.zeros(2, 3, 2, 2)
+    cams[0, 1] = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    cams[1, 2] = -1.0  # relu -> an empty map
+    original, clamped = ppc_scores(cams, form="original"), ppc_scores(cams, form="clamped")
+    torch.testing.assert_close(original[1, 2], torch.full((2, 2), -1.0))  # (0 - 0 - eps) / (0 + eps)
+    torch.testing.assert_close(original[0, 2], torch.full((2, 2), -1.0))
+    assert torch.equal(clamped[1, 2], torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="form"):
+        ppc_scores(cams, form="minmax")
+
+
+def test_class_prototypes_topk_selection_on_an_empty_map_is_the_mean_of_tied_pixels():
+    embeddings = torch.randn(2, 4, 3, 3)
+    scores = torch.full((2, 2, 3, 3), -1.0)  # channel 1 empty everywhere: every pixel ties at -1
+    scores[:, 0] = 0.1
+    protos = class_prototypes(embeddings, scores, top_k=4, selection="topk")
+    table = scores.transpose(0, 1).reshape(2, -1)
+    _, index = torch.topk(table, k=4, dim=-1)  # the pixels torch.topk picks on this device
+    pixels = embeddings.permute(0, 2, 3, 1).reshape(-1, 4)
+    expected = torch.nn.functional.normalize(pixels[index[1]].mean(dim=0), dim=0)
+    torch.testing.assert_close(protos[1], expected)
+    # stable selection: weights sum to -4, not > 0 -> the zero prototype
+    assert torch.equal(class_prototypes(embeddings, scores, top_k=4)[1], torch.zeros(4))
 
 
 def test_ppc_pseudo_labels_hand():
@@ -176,7 +205,7 @@ def test_ppc_contrast_terms_identical_views_reduce_to_plain_contrast():
     _, cam, _, emb, labels = _two_views()
     terms = ppc_contrast_terms(cam, cam, emb, emb, labels, weight=0.1, top_k=3)
     scores = ppc_scores(cam, 0.1)
-    protos = class_prototypes(emb, scores, top_k=3)
+    protos = class_prototypes(emb, scores, top_k=3, selection="topk")  # the default score_form="original"
     plain = 0.1 * prototype_contrast(emb, protos, ppc_pseudo_labels(scores, labels))
     assert terms["cross_prototype"].item() == pytest.approx(plain.item(), rel=1e-6)
     assert terms["cross_pseudo_label"].item() == pytest.approx(plain.item(), rel=1e-6)
