@@ -34,7 +34,16 @@ class PPCMethod(WSSSMethod):
         small_size: side of the second view (128).
         nce_weight, temperature: PPC contrast weight (0.1) and temperature (0.1).
         saliency_tau, saliency_alpha: EPS (tau 0.4; alpha 0.5 VOC / 0.9 COCO).
-        ppc_channel_quirk: reproduce PPC's off-by-one channel slice in ECR (see :func:`fsae.losses.seam.max_onehot`).
+        ppc_channel_quirk: the authors' off-by-one channel slice in ECR (on, the authors' code; see
+            :func:`fsae.losses.seam.max_onehot`); False: SEAM's intended foreground competition.
+        head_dropout: Dropout2d before ``fc8`` (0, the authors' network; see :class:`~fsae.models.ppc_net.PPCNet`).
+        contrast_scores: ``"original"`` (the authors' min-max scores and ``topk`` prototypes, an empty class map
+            scoring -1) or ``"clamped"`` (our correction; :func:`fsae.losses.ppc.ppc_contrast_terms` ``score_form``).
+        saliency_total: ``"sum"`` (the authors': ``(sal(cam1) + sal(cam2)) / 2 + (sal(ref1) + sal(ref2)) / 2``,
+            twice the mean of the four terms) or ``"mean"`` (the mean of the four).
+        saliency_small: how the 128 px view's target is made: ``"nearest"`` (the authors': the full-size saliency
+            map, resized by nearest neighbour inside the loss) or ``"bilinear"`` (first resized bilinearly to the
+            view's size).
     """
 
     name = "ppc"
@@ -52,15 +61,28 @@ class PPCMethod(WSSSMethod):
         temperature: float = 0.1,
         saliency_tau: float = 0.4,
         saliency_alpha: float = 0.5,
-        ppc_channel_quirk: bool = False,
+        ppc_channel_quirk: bool = True,
+        head_dropout: float = 0.0,
+        contrast_scores: str = "original",
+        saliency_total: str = "sum",
+        saliency_small: str = "nearest",
     ) -> None:
         super().__init__()
+        for name, value, allowed in (
+            ("contrast_scores", contrast_scores, ("original", "clamped")),
+            ("saliency_total", saliency_total, ("sum", "mean")),
+            ("saliency_small", saliency_small, ("nearest", "bilinear")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         self.num_classes = num_classes
-        self.net = PPCNet(num_classes, backbone, pretrained, pretrained_path, freeze_bn, freeze_stem)
+        self.net = PPCNet(num_classes, backbone, pretrained, pretrained_path, freeze_bn, freeze_stem, head_dropout)
         self.small_size = small_size
         self.nce_weight, self.temperature = nce_weight, temperature
         self.saliency_tau, self.saliency_alpha = saliency_tau, saliency_alpha
         self.ppc_channel_quirk = ppc_channel_quirk
+        self.contrast_scores = contrast_scores
+        self.saliency_total, self.saliency_small = saliency_total, saliency_small
 
     def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.cam_logits(images)
@@ -100,15 +122,19 @@ class PPCMethod(WSSSMethod):
                 weight=self.nce_weight,
                 temperature=self.temperature,
                 generator=generator,
+                score_form=self.contrast_scores,
             ),
         }
         if saliency is not None:
-            small = F.interpolate(saliency, images_small.shape[-2:], mode="bilinear", align_corners=True)
+            small = saliency  # the authors': nearest-neighbour from the full-size map, inside the loss
+            if self.saliency_small == "bilinear":
+                small = F.interpolate(saliency, images_small.shape[-2:], mode="bilinear", align_corners=True)
             terms = [
                 eps.saliency_loss(maps, sal, labels, self.saliency_tau, self.saliency_alpha)[0]
-                for maps, sal in ((cam1, saliency), (ref1, saliency), (cam2, small), (ref2, small))
+                for maps, sal in ((cam1, saliency), (cam2, small), (ref1, saliency), (ref2, small))
             ]
-            losses["sal"] = sum(terms) / len(terms)
+            total = (terms[0] + terms[1]) / 2 + (terms[2] + terms[3]) / 2
+            losses["sal"] = total if self.saliency_total == "sum" else total / 2
         extras = {"image_logits": image_logits[0].detach()}
         return StepOutput(losses, out1.get("extra_cam_logits"), extras)
 

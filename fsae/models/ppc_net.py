@@ -63,7 +63,8 @@ class PPCNet(nn.Module):
         pretrained / pretrained_path: backbone weights (see :func:`fsae.models.create_backbone`).
         freeze_bn: keep every BatchNorm frozen (METHOD.md §4); freeze_stem: freeze ``conv1a`` and stage 2
             (resnet38d only).
-        dropout: Dropout2d before ``fc8`` (SEAM's ``dropout7``).
+        dropout: Dropout2d before ``fc8``.  0 (the default): the authors' PPC network has none there
+            (only the backbone's own Dropout2d 0.3 / 0.5 in its last two blocks); SEAM's ``dropout7`` was 0.5.
         proj_dim: pixel embedding size.
 
     ``forward(images (B, 3, H, W)) -> dict`` with ``cam_logits (B, C+1, h, w)``, ``refined (B, C+1, h, w)``
@@ -78,7 +79,7 @@ class PPCNet(nn.Module):
         pretrained_path: str | None = None,
         freeze_bn: bool = True,
         freeze_stem: bool = True,
-        dropout: float = 0.5,
+        dropout: float = 0.0,
         proj_dim: int = 128,
     ) -> None:
         super().__init__()
@@ -95,14 +96,14 @@ class PPCNet(nn.Module):
             freeze_by_prefix(self.backbone, PPC_FROZEN_PREFIXES)
         mid4, mid5, last = self.backbone.feature_info.channels()
         self.num_classes = num_classes
-        self.dropout = nn.Dropout2d(dropout)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.fc8 = nn.Conv2d(last, num_classes + 1, 1, bias=False)
         self.proj = nn.Conv2d(last, proj_dim, 1, bias=False)
         self.f8_3 = nn.Conv2d(mid4, 64, 1, bias=False)
         self.f8_4 = nn.Conv2d(mid5, 128, 1, bias=False)
         self.f9 = nn.Conv2d(3 + 64 + 128, 192, 1, bias=False)
         nn.init.xavier_uniform_(self.fc8.weight)
-        nn.init.kaiming_normal_(self.proj.weight)
+        nn.init.xavier_uniform_(self.proj.weight)  # as the authors' proj_fc
         nn.init.kaiming_normal_(self.f8_3.weight)
         nn.init.kaiming_normal_(self.f8_4.weight)
         nn.init.xavier_uniform_(self.f9.weight, gain=4)
