@@ -77,6 +77,9 @@ DEFAULTS: dict[str, Any] = {
         "schedule": "poly",  # poly | cosine
         "poly_power": 0.9,
         "warmup_steps": 0,
+        # the optimizer steps the schedule spans (the authors' PolyOptimizer max_step); past it the lr stays at
+        # its last value. None: train.max_steps (the lr reaches 0 at the end)
+        "schedule_steps": None,
     },
     "train": {
         "batch_size": 8,  # global: split over processes and accumulation steps
@@ -101,7 +104,13 @@ CHOICES = {
     "train.mixed_precision": ("no", "fp16", "bf16"),
 }
 # Keys whose default is None, with the type they take when set.
-OPTIONAL = {"method.pretrained_path": str, "data.root": str, "data.saliency_dir": str, "fsae.boundary_weight": float}
+OPTIONAL = {
+    "method.pretrained_path": str,
+    "data.root": str,
+    "data.saliency_dir": str,
+    "fsae.boundary_weight": float,
+    "optim.schedule_steps": int,
+}
 FREE_FORM = {"method.options"}
 
 
@@ -208,6 +217,9 @@ def _check_cam(config: dict[str, Any]) -> None:
     for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
         if train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
+    schedule_steps = config["optim"]["schedule_steps"]
+    if schedule_steps is not None and schedule_steps < 1:
+        raise ConfigError(f"optim.schedule_steps must be >= 1 (or null), got {schedule_steps}")
     if config["fsae"]["start_step"] < 0:
         raise ConfigError(f"fsae.start_step must be >= 0, got {config['fsae']['start_step']}")
     if not 0 <= config["fsae"]["ema_decay"] < 1:

@@ -4,10 +4,10 @@ One optimizer step (METHOD.md §2-§3)::
 
     crops (uint8, geometry from the loader) -> float [0, 1] on the device
     weak   = WeakPerturbation(crops)      strong = StrongPerturbation(crops)    (pixel aligned)
-    step   = method(normalise(weak), labels, strong=normalise(strong),
-                    saliency=saliency)                                          (base losses + strong logits)
+    base   = method(normalise(weak), labels, saliency=saliency)                 (base losses)
     teacher_logits = teacher(normalise(weak))                                   (EMA, no gradient)
-    loss   = sum(step.losses) + w * FSAELoss(step.strong_logits, teacher_logits, labels)
+    student_logits = method(normalise(strong))                                  (the student's CAM logits)
+    loss   = sum(base.losses) + w * FSAELoss(student_logits, teacher_logits, labels)
     backward, optimizer step, LR schedule step, teacher.update(method)
 
 ``saliency`` is the batch's ``float32 (B, 1, H, W)`` saliency maps in [0, 1] (geometry-aligned with the crops)
@@ -45,7 +45,15 @@ from fsae.engine.config import ConfigError
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
-__all__ = ["NonFiniteLossError", "TrainState", "build_components", "build_optimizer", "find_checkpoint", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainState",
+    "build_components",
+    "build_optimizer",
+    "find_checkpoint",
+    "step_terms",
+    "train",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -164,14 +172,55 @@ def build_optimizer(method: torch.nn.Module, config: dict[str, Any]) -> torch.op
 
 
 def lr_factor(step: int, config: dict[str, Any]) -> float:
-    """Multiplier of every group's lr after ``step`` optimizer steps: linear warm-up, then poly or cosine."""
+    """Multiplier of every group's lr after ``step`` optimizer steps: linear warm-up, then poly or cosine over
+    ``optim.schedule_steps`` (default ``train.max_steps``).
+
+    With ``optim.schedule_steps`` set, the factor stops changing after that many steps, as the authors'
+    ``PolyOptimizer`` stops updating the lr at its ``max_step``: step ``s`` uses ``min(s, schedule_steps - 1)``.
+    """
     optim, total = config["optim"], config["train"]["max_steps"]
     if step < optim["warmup_steps"]:
         return (step + 1) / optim["warmup_steps"]
+    horizon = optim.get("schedule_steps")
+    if horizon is not None:
+        step, total = min(step, horizon - 1), horizon
     progress = min(step / total, 1.0)
     if optim["schedule"] == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return (1 - progress) ** optim["poly_power"]
+
+
+def step_terms(
+    method: torch.nn.Module,
+    teacher: EMATeacher,
+    criterion: FSAELoss,
+    weight: float,
+    weak: torch.Tensor,
+    strong: torch.Tensor | None,
+    labels: torch.Tensor,
+    saliency: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The loss terms of one training step: the base method's, plus ``"fsae"`` when ``strong`` is given.
+
+    In the authors' order (so that the dropout masks drawn from torch's RNG are the same, call for call): the
+    student's base passes on ``weak`` (and its own second view), the EMA teacher on ``weak``, then the student's
+    CAM logits on ``strong``; ``fsae = weight * criterion(student_strong, teacher_weak, labels)``.
+
+    Args:
+        method: the student (possibly wrapped by Accelerate / DDP: it is called, never unwrapped).
+        weak, strong: ``(B, 3, H, W)`` ImageNet-normalised views (``strong`` None: no FSAE term this step).
+        labels: ``(B, C)`` multi-hot; saliency: ``(B, 1, H, W)`` in [0, 1] or None; generator: the method's.
+
+    Returns:
+        ``{name: 0-d tensor}`` whose sum is the step's loss.
+    """
+    terms = dict(method(weak, labels, saliency=saliency, generator=generator).losses)
+    if strong is not None:
+        teacher_logits = teacher(weak)
+        student_logits = method(strong)  # train mode: the student's CAM logits, through the wrapper's forward
+        terms["fsae"] = weight * criterion(student_logits.float(), teacher_logits.float(), labels)
+    return terms
 
 
 def find_checkpoint(output_dir: Path, resume: str) -> Path:
@@ -485,13 +534,8 @@ def train(
         expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
         strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
         with accelerator.autocast():
-            step_out = method(weak, labels, strong=strong, saliency=saliency, generator=state.generators["method"])
-            terms = dict(step_out.losses)
-            if expanding:
-                teacher_logits = teacher(weak)
-                terms["fsae"] = fsae_cfg["weight"] * criterion(
-                    step_out.strong_logits.float(), teacher_logits.float(), labels
-                )
+            terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,
+                               state.generators["method"])  # fmt: skip
         _check_finite(state.step, terms)
         loss = sum(terms.values())
 

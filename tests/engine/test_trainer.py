@@ -76,8 +76,11 @@ def test_resume_mid_run_gives_identical_weights(toy_root, tmp_path, monkeypatch)
 
 
 def test_fsae_start_step_is_a_warm_up_without_the_term(toy_root, tmp_path):
+    # a random resnet18's CAM logits are small (softmax confidence ~1/21): a low threshold gives the term pixels
+    low = {"train.max_steps": 3, "fsae.conf_threshold": 0.055, "fsae.ring_threshold": 0.05}
+
     def student(name, **overrides):
-        train(tiny_config(toy_root, **{"train.max_steps": 3, **overrides}), tmp_path / name, progress=False)
+        train(tiny_config(toy_root, **{**low, **overrides}), tmp_path / name, progress=False)
         lines = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
         return load_file(tmp_path / name / "model.safetensors"), lines
 
@@ -88,7 +91,7 @@ def test_fsae_start_step_is_a_warm_up_without_the_term(toy_root, tmp_path):
     assert any(not torch.equal(off[k], late[k]) for k in off)
     assert ["fsae" in line for line in lines] == [False, False, True]  # steps 1, 2 warm up; step 3 has the term
     # the warm-up is a baseline run: FSAE continuing from the baseline's step-2 checkpoint ends where "late" does
-    branch = tiny_config(toy_root, **{"train.max_steps": 3, "fsae.start_step": 2})
+    branch = tiny_config(toy_root, **{**low, "fsae.start_step": 2})
     train(branch, tmp_path / "branch", resume=str(tmp_path / "off" / "checkpoints" / "step_00000002"), progress=False)
     branched = load_file(tmp_path / "branch" / "model.safetensors")
     assert all(torch.equal(late[k], branched[k]) for k in late)
