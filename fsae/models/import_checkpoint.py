@@ -1,0 +1,175 @@
+"""Import a checkpoint saved by the authors' code as an fsae run folder.
+
+Usage::
+
+    python -m fsae.models.import_checkpoint --method ppc checkpoint_last.pth RUN_DIR [--dataset voc]
+    python recipes/make_pseudo_labels.py --checkpoint RUN_DIR ...        # or fsae.infer.load_cam_model(RUN_DIR)
+
+``--method`` takes a ``method.name``; ``ppc`` reads the ResNet-38 checkpoints of the authors' PPC / SEAM / EPS /
+FSAE training code (``torch.save(model.module.state_dict())`` of ``network.resnet38_contrast.Net``: a
+``module.`` prefix from DataParallel is accepted too).  ``RUN_DIR`` gets what a finished fsae run has for
+inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the method, its options and the
+dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused unless ``--overwrite``.
+
+The PPC conversion (every tensor is checked against fsae's network, names and shapes, before anything is
+written; a tensor the mapping does not know is an error that names it):
+
+* backbone ``conv1a``, ``b2`` .. ``b7``, ``bn7`` (PSA's ResNet-38 names) -> ``net.backbone`` (same names);
+* ``fc8.weight (C+1, 4096, 1, 1)`` -> ``net.fc8.weight`` with the last row (background there) moved to row 0
+  (background here);
+* ``proj_fc.weight`` -> ``net.proj.weight``; ``f8_3``, ``f8_4``, ``f9`` (PCM) -> ``net.f8_3`` / ``net.f8_4`` /
+  ``net.f9``;
+* BatchNorm ``num_batches_tracked`` counters are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CONVERTERS", "convert_ppc", "import_checkpoint", "main"]
+
+_PPC_HEADS = {"fc8": "fc8", "proj_fc": "proj", "f8_3": "f8_3", "f8_4": "f8_4", "f9": "f9"}
+
+
+def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop BatchNorm counters and a DataParallel ``module.`` prefix."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        out[key[len("module.") :] if key.startswith("module.") else key] = value
+    return out
+
+
+def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The authors' ``resnet38_contrast`` state dict -> the state dict of fsae's :class:`~fsae.methods.PPCMethod`.
+
+    Args:
+        state: their tensors (background last in ``fc8``).
+        method: a freshly built PPC method (``backbone="resnet38d"``) whose names and shapes the result must fill.
+
+    Returns:
+        ``method.state_dict()``-shaped tensors (float32, contiguous), every key of ``method`` present.
+
+    Raises:
+        ValueError: a tensor of ``state`` is unknown, missing, or has another shape than fsae's.
+    """
+    from fsae.models.pretrained import _feature_key
+
+    state = _strip(state)
+    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
+    backbone = method.net.backbone
+    backbone_targets = {k[len("net.backbone.") :]: v for k, v in targets.items() if k.startswith("net.backbone.")}
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        head, _, rest = key.partition(".")
+        if head in _PPC_HEADS:
+            name = f"net.{_PPC_HEADS[head]}.{rest}"
+            if head == "fc8":
+                value = torch.cat([value[-1:], value[:-1]])  # background: last row there, row 0 here
+        else:
+            inner = _feature_key(key, getattr(backbone, "model", backbone), backbone_targets)
+            name = f"net.backbone.{inner}" if inner is not None else None
+        if name is None or name not in targets:
+            unknown.append(key)
+            continue
+        if tuple(value.shape) != tuple(targets[name].shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
+                             f"{tuple(targets[name].shape)}")  # fmt: skip
+        out[name] = value.detach().to(torch.float32).contiguous()
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the PPC network: {unknown[:5]}")
+    missing = [k for k in targets if k not in out]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the PPC network: {missing[:5]}")
+    for key, value in method.state_dict().items():  # the counters fsae keeps: as after loading
+        out.setdefault(key, value)
+    return out
+
+
+#: ``method.name`` -> (converter, ``method.backbone`` it needs)
+CONVERTERS: dict[str, tuple[Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict], str]] = {
+    "ppc": (convert_ppc, "resnet38d"),
+}
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    from fsae.models.pretrained import read_state_dict
+
+    try:
+        return read_state_dict(path)
+    except FileNotFoundError:
+        raise ValueError(f"checkpoint not found: {path}") from None
+    except (RuntimeError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read {path}: {first}") from None
+
+
+def import_checkpoint(
+    method_name: str, checkpoint: str | Path, run_dir: str | Path, dataset: str = "voc", overwrite: bool = False
+) -> Path:
+    """Convert ``checkpoint`` (the authors' file) into the run folder ``run_dir``; returns ``run_dir``.
+
+    Raises:
+        ValueError: unknown method, unreadable file, tensors that do not fit, or a non-empty ``run_dir``
+            without ``overwrite`` (nothing is written in any of these cases).
+    """
+    import yaml
+    from safetensors.torch import save_file
+
+    from fsae.engine.config import load_config
+    from fsae.methods import build_method
+
+    if method_name not in CONVERTERS:
+        raise ValueError(f"--method {method_name!r}: converters exist for {sorted(CONVERTERS)}")
+    run_dir, checkpoint = Path(run_dir), Path(checkpoint)
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
+        raise ValueError(f"{run_dir} exists and is not an empty folder (give --overwrite to replace it)")
+    convert, backbone = CONVERTERS[method_name]
+    state = _read(checkpoint)
+    fc8 = _strip(state).get("fc8.weight")
+    if fc8 is None:
+        raise ValueError(f"{checkpoint} has no fc8.weight: not a checkpoint of the authors' {method_name} network")
+    num_classes = fc8.shape[0] - 1
+    config = load_config(overrides=[f"method.name={method_name}", f"method.backbone={backbone}",
+                                    f"data.dataset={dataset}"])  # fmt: skip
+    method = build_method(method_name, num_classes=num_classes, backbone=backbone, **config["method"]["options"])
+    weights = convert(state, method)
+    method.load_state_dict(weights, strict=True)  # the same check load_cam_model makes
+
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
+    run_dir.mkdir(parents=True)
+    save_file(weights, run_dir / "model.safetensors")
+    run: dict[str, Any] = {"num_classes": num_classes, "imported_from": str(checkpoint.resolve())}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": run}, sort_keys=False))
+    return run_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fsae.models.import_checkpoint", description=__doc__.split("\n")[0])
+    parser.add_argument("--method", required=True, help=f"method.name of the checkpoint ({', '.join(CONVERTERS)})")
+    parser.add_argument("checkpoint", type=Path, help="the authors' .pth file")
+    parser.add_argument("run_dir", type=Path, help="run folder to write (model.safetensors + config.yaml)")
+    parser.add_argument("--dataset", default="voc", choices=("voc", "coco"), help="data.dataset of the run")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    args = parser.parse_args(argv)
+    try:
+        out = import_checkpoint(args.method, args.checkpoint, args.run_dir, args.dataset, args.overwrite)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out / 'model.safetensors'} and {out / 'config.yaml'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

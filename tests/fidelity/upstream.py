@@ -1,0 +1,89 @@
+"""Run the authors' code from a user-supplied checkout on the CPU: for the fixture generators only.
+
+The tests never import this module; :mod:`tests.fidelity.regenerate` does, with ``--upstream DIR`` pointing at a
+checkout of the authors' PPC + FSAE code (github ``obeychoi0120/PixMatch``).  Nothing of that code lives in this
+repository: it is imported from ``DIR`` at run time, with three run-time patches that do not touch what it
+computes:
+
+* ``.cuda()`` on tensors and modules returns the object itself (their code places every tensor on a GPU);
+* imports its computation never calls (``wandb``, ``chainercv``, ``torch.utils.tensorboard``, ``matplotlib``,
+  ``imageio``, ``pandas``) are stub modules when they are not installed;
+* ``opencv-python-headless`` and ``natsort`` must be installed (``cv2.dilate`` makes FSAE's ring there): the
+  generators say so in one line if they are not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+__all__ = ["authors_code", "require"]
+
+_STUBS = ("wandb", "chainercv", "chainercv.evaluations", "chainercv.datasets", "torch.utils.tensorboard",
+          "matplotlib", "matplotlib.pyplot", "imageio", "pandas")  # fmt: skip
+# the authors' top-level packages: dropped from sys.modules on exit so that two checkouts never mix
+_THEIR_PACKAGES = ("network", "module", "data", "util", "tool", "voc12")
+
+
+class _Anything(types.ModuleType):
+    """A stub module: any attribute is another stub (a name imported but never used by the code we run)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__spec__ = importlib.machinery.ModuleSpec(name, None)  # importlib.util.find_spec() accepts it
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Anything(f"{self.__name__}.{name}")
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self
+
+
+def require(*modules: str) -> None:
+    """Exit with one line when a module the authors' computation uses is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"the authors' code needs {', '.join(missing)}: pip install opencv-python-headless natsort")
+
+
+@contextlib.contextmanager
+def authors_code(root: Path) -> Iterator[Path]:
+    """Make the checkout at ``root`` importable (``import network.resnet38_contrast`` ...) on the CPU."""
+    root = Path(root).resolve()
+    if not (root / "network" / "resnet38_contrast.py").is_file():
+        raise SystemExit(f"{root} is not a checkout of the authors' PPC + FSAE code (no network/resnet38_contrast.py)")
+    require("cv2", "natsort")
+    import torchvision  # noqa: F401  (before any stub: torch's lazy imports probe for optional packages)
+
+    saved_modules = dict(sys.modules)
+    saved = (torch.Tensor.cuda, torch.nn.Module.cuda)
+    tops = {name.split(".")[0] for name in _STUBS}
+    installed = {top for top in tops if top in sys.modules or importlib.util.find_spec(top) is not None}
+    for name in _STUBS:
+        # tensorboard: torch's module imports the tensorboard package; wandb: would try to log in
+        if name.split(".")[0] not in installed or name in ("wandb", "torch.utils.tensorboard"):
+            sys.modules[name] = _Anything(name)
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
+    sys.path.insert(0, str(root))
+    try:
+        yield root
+    finally:
+        sys.path.remove(str(root))
+        torch.Tensor.cuda, torch.nn.Module.cuda = saved  # type: ignore[method-assign]
+        for name in list(sys.modules):
+            if name not in saved_modules and (name.split(".")[0] in _THEIR_PACKAGES or name in _STUBS):
+                del sys.modules[name]
+        for name in _STUBS:
+            if name in saved_modules:
+                sys.modules[name] = saved_modules[name]
