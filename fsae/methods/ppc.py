@@ -6,11 +6,13 @@ One step sees the weak crop ``x1`` (448 px) and ``x2`` = ``x1`` resized to 128 p
   background suppression on both views' PCM-refined CAMs (each pair averaged);
 * ``er`` / ``ecr``: SEAM's equivariant (cross) regularisation between the views;
 * ``nce``: PPC's pixel-to-prototype contrast on the refined CAMs and the projections (weight 0.1, T 0.1);
-* ``sal``: EPS's saliency loss on the CAM and the refined CAM of both views, averaged (only with saliency maps;
-  without them the method is "PPC on SEAM").
+* ``sal``: EPS's saliency loss on the CAM and the refined CAM of both views, summed as the authors do
+  (``(sal(cam1) + sal(cam2)) / 2 + (sal(ref1) + sal(ref2)) / 2``; ``saliency_total="mean"``: their mean), only with
+  saliency maps (without them the method is "PPC on SEAM").
 
 FSAE attaches directly: the network has a background logit, so ``cam_logits`` are fc8's ``(B, C+1, h, w)``
-outputs; the strong view shares the backbone pass with ``x1`` (one batch) and only gets fc8.
+outputs.  The trainer runs the strong view as its own pass after the teacher's (:func:`fsae.engine.trainer.step_terms`);
+``training_step(strong=...)`` shares the backbone pass with ``x1`` (one batch) instead.
 """
 
 from __future__ import annotations
