@@ -54,6 +54,23 @@ def pcm_refine(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(cam.flatten(2), affinity).view(batch, -1, height, width)
 
 
+# the authors' PPC / SEAM / EPS heads (network.resnet38_contrast), which a backbone file never holds
+_AUTHORS_HEADS = ("fc8.", "proj_fc.", "f8_3.", "f8_4.", "f9.")
+
+
+def _refuse_trained_heads(path: str) -> None:
+    """A trained network's checkpoint as ``pretrained_path`` would load its backbone and drop its heads: refuse it."""
+    from fsae.models.pretrained import read_state_dict
+
+    heads = [k for k in read_state_dict(path) if k.startswith(_AUTHORS_HEADS)]
+    if heads:
+        raise ValueError(
+            f"{path} is a trained PPC network, not a backbone: pretrained_path would ignore its heads "
+            f"({', '.join(heads[:5])}). Import it as a run folder: "
+            "python -m fsae.models.import_checkpoint --method ppc FILE RUN_DIR"
+        )
+
+
 class PPCNet(nn.Module):
     """CAM network of PPC (and SEAM) over a timm CNN.
 
@@ -83,6 +100,8 @@ class PPCNet(nn.Module):
         proj_dim: int = 128,
     ) -> None:
         super().__init__()
+        if pretrained_path is not None:
+            _refuse_trained_heads(pretrained_path)
         if backbone == "resnet38d":
             kwargs: dict = {"out_indices": (3, 4, 6)}
         else:

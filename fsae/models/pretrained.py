@@ -217,13 +217,6 @@ def load_pretrained(
         )
     if strict and not report.complete:
         raise ValueError(f"{name}: strict loading failed. {report.summary()}")
-    if report.unexpected and not report.missing:
-        # every backbone tensor and more: a trained network's checkpoint, whose heads would be dropped silently
-        raise ValueError(
-            f"{source} holds the whole {name} backbone plus {len(report.unexpected)} other tensors that "
-            f"pretrained_path would ignore ({_names(report.unexpected)}): a trained network's checkpoint? Import it "
-            "as a run folder: python -m fsae.models.import_checkpoint --method NAME FILE RUN_DIR"
-        )
 
     result = model.load_state_dict(state, strict=False)
     # the model's own load hooks have the last word (they may consume or add keys)
