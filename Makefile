@@ -42,7 +42,8 @@ test: lint
 DEMO_DIR ?= outputs/demo
 REPORT_DIR ?= OUTPUT
 DEMO_DATA := $(DEMO_DIR)/toy/VOC2012
-DEMO_LABELS := --split train --eval --workers 2 --scales 0.5,0.75 --no-progress
+DEMO_LABELS := --split train --eval --workers 2 --scales 0.5,0.75 --no-progress --threshold 0.3 --miou-over present \
+	--scale-resize tensor-bilinear
 
 # The main job end to end on the toy dataset (CPU, 11-13 minutes on 2 cores): CAM networks with and without
 # FSAE (the FSAE run branches from the baseline at step 200, where its warm-up ends: the runs are identical up

@@ -9,9 +9,12 @@ default ``recipes/configs/toy_fsae.yaml``; they differ only in ``fsae.*``) this 
     python recipes/make_pseudo_labels.py --checkpoint OUT/<config>/seed<k>/run --split train --eval \\
         --output-dir OUT/<config>/seed<k>/labels
 
-and reads back, from ``metrics.json``: the seed mIoU at the fixed background threshold (``--threshold``), the
-best seed mIoU over the threshold curve (chosen on the same split: an optimistic figure, as in the original),
-the CRF mask mIoU, and the CAM completeness (mean fraction of ground-truth object pixels the seeds reach);
+(with ``--threshold 0.3 --miou-over present --scale-resize tensor-bilinear``: the settings of the results in
+``benchmarks/RESULTS.md``; the toy dataset has 5 of the 20 VOC classes, so only the mean over the classes present
+is meaningful there) and reads back, from ``metrics.json``: the seed mIoU at the fixed background threshold
+(``--threshold``), the best seed mIoU over the threshold curve (chosen on the same split: an optimistic figure, as
+in the original), the CRF mask mIoU, and the CAM completeness (mean fraction of ground-truth object pixels the
+seeds reach);
 from ``log.jsonl``: images/s.  It prints mean, standard deviation and range over the seeds, the per-seed
 differences FSAE - baseline, and with ``--json`` writes everything.
 
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="split the seeds are evaluated on")
     parser.add_argument("--threshold", type=float, default=0.3, help="seed background threshold")
     parser.add_argument("--scales", default="0.5,1,1.5,2", help="CAM inference scales")
+    parser.add_argument("--scale-resize", choices=("tensor-bilinear", "pil-bicubic"), default="tensor-bilinear",
+                        help="input resizing per scale (default tensor-bilinear, as RESULTS.md's figures; "
+                             "pil-bicubic: the authors')")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="CRF processes")
     parser.add_argument("--no-crf", dest="crf", action="store_false",
                         help="no CRF masks (mask mIoU reported as nan), e.g. without pydensecrf")  # fmt: skip
@@ -114,6 +120,7 @@ def _train_command(config: Path, args: argparse.Namespace, seed: int, out: Path)
 def _labels_command(run: Path, args: argparse.Namespace, out: Path) -> list[str]:
     command = [sys.executable, "recipes/make_pseudo_labels.py", "--checkpoint", str(run), "--split", args.split]
     command += ["--eval", "--output-dir", str(out), "--threshold", str(args.threshold), "--scales", args.scales]
+    command += ["--scale-resize", args.scale_resize, "--miou-over", "present"]
     command += ["--workers", str(args.workers), "--pictures", "4", "--no-progress"]
     return command if args.crf else [*command, "--no-crf"]
 

@@ -20,7 +20,9 @@ from typing import Any
 
 from fsae.engine.cli import run_job
 from fsae.engine.config import ConfigError
-from fsae.infer.pseudo_labels import DEFAULT_SCALES, make_pseudo_labels
+from fsae.eval.confusion import MIOU_MEANS
+from fsae.infer.cams import SCALE_RESIZES
+from fsae.infer.pseudo_labels import DEFAULT_SCALES, DEFAULT_THRESHOLD, make_pseudo_labels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES),
                         help="CAM input scales, comma-separated (default %(default)s)")  # fmt: skip
     parser.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes")
-    parser.add_argument("--threshold", type=float, default=0.3, help="seed background threshold (default 0.3)")
+    parser.add_argument("--scale-resize", choices=SCALE_RESIZES, default="pil-bicubic",
+                        help="how the image is brought to each scale: pil-bicubic (default, the authors': PIL "
+                             "bicubic on the uint8 image, antialiased, then normalised) or tensor-bilinear "
+                             "(the normalised tensor, F.interpolate without antialias)")  # fmt: skip
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="seed background threshold (default %(default)s: the --thr of the authors' "
+                             "script/voc_ppc0.sh)")  # fmt: skip
     parser.add_argument("--alpha", type=float, default=8.0, help="CRF background (1 - max cam)^alpha (default 8)")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True, help="write CRF masks")
     parser.add_argument("--workers", type=int, default=1, help="CRF processes per process (default 1)")
-    parser.add_argument("--save-cams", action="store_true", help="write cams/<id>.npz (float16, present classes)")
+    parser.add_argument("--save-cams", action="store_true",
+                        help="write cams/<id>.npz (float16, present classes; seeds and masks are then made from "
+                             "those rounded CAMs, so that --from-cams reproduces them)")  # fmt: skip
     parser.add_argument(
         "--from-cams", type=Path, metavar="DIR", help="read CAMs from DIR/<id>.npz (or DIR/cams/), not the network"
     )
     parser.add_argument("--eval", dest="evaluate", action="store_true", help="measure against the ground truth")
+    parser.add_argument("--miou-over", choices=MIOU_MEANS, default="all",
+                        help="classes the reported mIoU (and the curve's best t) averages over: all (default, the "
+                             "authors' eval.py: every class, 0 when absent from ground truth and prediction) or "
+                             "present (those that occur; both are in metrics.json)")  # fmt: skip
     parser.add_argument("--limit", type=int, help="only the first N ids")
     parser.add_argument("--pictures", type=int, default=8, help="side-by-side pictures of the first N ids")
     parser.add_argument("--device", help="e.g. cpu, cuda (default: the process's accelerator device)")
@@ -78,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             split=args.split,
             scales=parse_scales(args.scales),
             flip=not args.no_flip,
+            scale_resize=args.scale_resize,
             threshold=args.threshold,
             alpha=args.alpha,
             crf=args.crf,
@@ -85,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             save_cams=args.save_cams,
             from_cams=args.from_cams,
             evaluate=args.evaluate,
+            miou_over=args.miou_over,
             limit=args.limit,
             pictures=args.pictures,
             device=args.device,
@@ -101,7 +117,8 @@ def _summary(metrics: dict[str, Any], output_dir: Path) -> str:
     if "seed" in metrics:
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
         summary += (
-            f"; seed mIoU {pct(metrics['seed']['miou'])} @ t={metrics['threshold']:.2f}, best "
+            f"; mIoU over {metrics['miou_over']} classes: seed {pct(metrics['seed']['miou'])} "
+            f"@ t={metrics['threshold']:.2f}, best "
             f"{pct(metrics['best']['miou'])} @ t={metrics['best']['threshold']:.2f} (chosen on {metrics['split']})"
         )
         if "mask" in metrics:

@@ -25,6 +25,11 @@ from PIL import Image, ImageDraw
 from fsae.infer.report import plot_curve
 
 ROWS = (("baseline", "baseline (PPC)"), ("fsae", "PPC + FSAE"))
+# what an mIoU averages over (make_pseudo_labels.py --miou-over; metrics without the key are of the present mean)
+_MEANS = {
+    "present": "mIoU: the mean over the classes in the ground truth or the prediction (`--miou-over present`).",
+    "all": "mIoU: the mean over all classes, 0 for one absent from both (`--miou-over all`, the authors' eval.py).",
+}
 
 
 class ReportError(ValueError):
@@ -177,8 +182,9 @@ def write_report(baseline: Path, fsae: Path, output: Path, seg: Path | None = No
         "",
         *_summary_rows(variants),
         "",
-        "Completeness: the mean over images of the fraction of ground-truth object pixels the seeds label as "
-        "foreground (any class). The best threshold is chosen on the evaluated split itself, as the original does.",
+        _MEANS[m.get("miou_over", "present")] + " Completeness: the mean over images of the fraction of "
+        "ground-truth object pixels the seeds label as foreground (any class). The best threshold is chosen on the "
+        "evaluated split itself, as the original does.",
         "",
         "![threshold curves](threshold_curves.png)",
         "",

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["MIOU_MEANS", "ConfusionMatrix"]
+
+MIOU_MEANS = ("all", "present")  # the classes an mIoU averages over (ConfusionMatrix.compute)
 
 
 class ConfusionMatrix:
@@ -17,10 +19,16 @@ class ConfusionMatrix:
     ``ignore_index`` are skipped; predictions must lie in ``0..K-1`` (anything else is an error, since it
     would silently vanish from the counts).
 
-    Metrics (:meth:`compute`): per-class ``iou = TP / (TP + FP + FN)``; ``miou`` is the mean over the
-    classes that occur in the ground truth or the prediction -- a class absent from both has no defined
-    IoU (``nan`` in ``iou``) and is left out of the mean rather than counted as 0 or 1.  ``mean_acc``
-    averages the per-class recall over classes present in the ground truth.
+    Metrics (:meth:`compute`): per-class ``iou = TP / (TP + FP + FN)``; a class absent from both the ground
+    truth and the prediction has no defined IoU (``nan`` in ``iou``).  Two means:
+
+    * ``miou_present``: over the classes that occur in the ground truth or the prediction (the undefined ones
+      left out rather than counted as 0 or 1);
+    * ``miou_all``: over all K classes, an undefined IoU counted as 0 -- what the authors' ``eval.py`` reports
+      (``TP / (T + P - TP + 1e-10)`` per class, averaged over the 21 VOC classes).
+
+    ``miou`` is the one ``compute(mean=...)`` asks for (``"present"`` by default).  ``mean_acc`` averages the
+    per-class recall over classes present in the ground truth.
 
     Example::
 
@@ -70,9 +78,12 @@ class ConfusionMatrix:
             torch.distributed.all_reduce(self.mat)
         return self
 
-    def compute(self) -> dict[str, Any]:
-        """``miou``, ``iou`` (list, ``nan`` for undefined classes), ``pixel_acc``, ``mean_acc``,
-        ``present`` (classes counted in ``miou``), all as Python floats / lists."""
+    def compute(self, mean: str = "present") -> dict[str, Any]:
+        """``miou`` (``miou_all`` or ``miou_present`` as ``mean`` says), ``miou_all``, ``miou_present``, ``iou``
+        (list, ``nan`` for undefined classes), ``pixel_acc``, ``mean_acc``, ``present`` (classes counted in
+        ``miou_present``), all as Python floats / lists."""
+        if mean not in MIOU_MEANS:
+            raise ValueError(f"mean must be one of {MIOU_MEANS}, got {mean!r}")
         mat = self.mat.double().cpu()
         tp = mat.diag()
         gt_count, pred_count = mat.sum(1), mat.sum(0)
@@ -81,8 +92,12 @@ class ConfusionMatrix:
         iou = torch.where(present, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
         recall = tp[gt_count > 0] / gt_count[gt_count > 0]
         total = mat.sum()
+        miou_present = float(iou[present].mean()) if present.any() else float("nan")
+        miou_all = float(torch.where(present, iou, torch.zeros_like(iou)).mean())
         return {
-            "miou": float(iou[present].mean()) if present.any() else float("nan"),
+            "miou": miou_all if mean == "all" else miou_present,
+            "miou_all": miou_all,
+            "miou_present": miou_present,
             "iou": iou.tolist(),
             "pixel_acc": float(tp.sum() / total) if total > 0 else float("nan"),
             "mean_acc": float(recall.mean()) if recall.numel() else float("nan"),

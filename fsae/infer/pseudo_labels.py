@@ -5,17 +5,26 @@ benchmark calls in-process): for every image of a split it computes multi-scale 
 by an earlier run), writes the **seed** (constant background plane ``t``, argmax) and the dense-CRF **mask**
 as VOC palette PNGs, and with ``evaluate=True`` measures both against the ground truth:
 
-* the seed's confusion matrix at ``t`` and a whole **threshold curve** (``t`` = 0.00, 0.01, ..., 0.60; one
-  confusion matrix per threshold, accumulated in one pass by :class:`ThresholdCurve`);
+* the seed's confusion matrix at ``t`` and a whole **threshold curve** (``t`` = 0.00, 0.01, ..., 0.49, the
+  authors' ``eval.py --curve --max_th 50``; one confusion matrix per threshold, accumulated in one pass by
+  :class:`ThresholdCurve`);
 * the CRF mask's confusion matrix;
 * **completeness**: how much of the ground-truth foreground the seed covers (see :func:`make_pseudo_labels`).
+
+Every mIoU is reported twice (:meth:`fsae.eval.ConfusionMatrix.compute`): ``miou_all``, the mean over all C+1
+classes with a class absent from ground truth and seeds counted as 0 (the authors' ``eval.py``: the paper's
+figure), and ``miou_present``, over the classes that occur; ``miou`` is the one ``miou_over`` picks (default
+``"all"``), and the curve's best threshold is chosen on it.  On a dataset with few of the classes (the toy
+dataset) only ``miou_present`` is meaningful.
 
 Distribution: the ids are sharded by rank (``ids[rank::world]``); each process computes and writes its own
 images (and runs its own CRF pool); the integer confusion matrices and coverage counts are summed across
 processes, so the metrics do not depend on the number of processes.
 
-CAMs are rounded to float16 -- the precision ``--save-cams`` stores -- before the seeds and masks are made, so
-a run from saved CAMs (``from_cams``) reproduces the run that saved them exactly.
+Seeds and masks are made from the float32 CAMs, as the authors' (their ``.npy`` CAMs are float32).  With
+``save_cams`` the CAMs are first rounded to float16, the precision stored, so that a run from saved CAMs
+(``from_cams``) reproduces the run that saved them exactly; that rounding (<= 2.5e-4) moves a seed pixel whose
+CAM is that close to the threshold (on the fidelity photos 0.01-0.02 % of the pixels).
 """
 
 from __future__ import annotations
@@ -35,9 +44,9 @@ import yaml
 from fsae.data import COCOSegmentation, DatasetError, VOCSegmentation
 from fsae.data.palette import IGNORE_INDEX, write_label_png
 from fsae.engine.config import ConfigError
-from fsae.engine.trainer import IMAGENET_MEAN, IMAGENET_STD
 from fsae.eval import ConfusionMatrix
-from fsae.infer.cams import multiscale_cams
+from fsae.eval.confusion import MIOU_MEANS
+from fsae.infer.cams import SCALE_RESIZES, imagenet_normalise, multiscale_cams
 from fsae.infer.checkpoint import _locate, load_cam_model
 from fsae.infer.crf import crf_masks
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
@@ -45,6 +54,7 @@ from fsae.ops import cams_to_labels
 
 __all__ = [
     "DEFAULT_SCALES",
+    "DEFAULT_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "ThresholdCurve",
     "imagenet_normalise",
@@ -54,8 +64,9 @@ __all__ = [
     "write_cams",
 ]
 
-DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0)
-DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(61))  # 0.00 .. 0.60
+DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0)  # the authors' contrast_infer.py
+DEFAULT_THRESHOLD = 0.22  # the seed background score: --thr of contrast_infer.py in their script/voc_ppc0.sh
+DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(50))  # 0.00 .. 0.49: their eval.py --curve --max_th 50
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -134,6 +145,9 @@ class ThresholdCurve:
 
     Equivalent to one :class:`ConfusionMatrix` per threshold updated with
     ``cams_to_labels(norm_cams, labels, bg_threshold=t)``, in a single pass (:func:`seed_curve_counts`).
+    :meth:`curve` and :meth:`best` use the mIoU over ``mean`` = ``"all"`` classes (default: the authors'
+    ``eval.py --curve``, an absent class counted as 0) or the ``"present"`` ones (see
+    :meth:`ConfusionMatrix.compute`).
 
     Example::
 
@@ -150,10 +164,15 @@ class ThresholdCurve:
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         ignore_index: int = IGNORE_INDEX,
         device: torch.device | str = "cpu",
+        mean: str = "all",
     ) -> None:
-        """``num_classes`` = C+1 (background included); ``thresholds``: non-empty."""
+        """``num_classes`` = C+1 (background included); ``thresholds``: non-empty; ``mean``: ``"all"`` or
+        ``"present"``."""
         if not thresholds:
             raise ValueError("thresholds must not be empty")
+        if mean not in MIOU_MEANS:
+            raise ValueError(f"mean must be one of {MIOU_MEANS}, got {mean!r}")
+        self.mean = mean
         self.num_classes = num_classes
         self.thresholds = [float(t) for t in thresholds]
         self.ignore_index = ignore_index
@@ -181,26 +200,20 @@ class ThresholdCurve:
         cm.mat = self.mat[index].clone()
         return cm
 
-    def curve(self) -> list[tuple[float, float]]:
-        """``[(threshold, miou), ...]`` in the order of ``thresholds``."""
-        return [(t, self.confusion(i).compute()["miou"]) for i, t in enumerate(self.thresholds)]
+    def curve(self, mean: str | None = None) -> list[tuple[float, float]]:
+        """``[(threshold, miou), ...]`` in the order of ``thresholds``; the mIoU over ``mean`` (default
+        ``self.mean``) classes."""
+        mean = self.mean if mean is None else mean
+        return [(t, self.confusion(i).compute(mean)["miou"]) for i, t in enumerate(self.thresholds)]
 
-    def best(self) -> tuple[float, float]:
+    def best(self, mean: str | None = None) -> tuple[float, float]:
         """``(threshold, miou)`` of the highest mIoU (ties: the first such threshold; NaN never wins)."""
-        points = self.curve()
+        points = self.curve(mean)
         finite = [(t, m) for t, m in points if math.isfinite(m)]
         if not finite:
             return points[0]
         best_miou = max(m for _, m in finite)
         return next((t, m) for t, m in finite if m == best_miou)
-
-
-def imagenet_normalise(image_uint8: torch.Tensor) -> torch.Tensor:
-    """``uint8 (B, 3, H, W)`` -> float32 ``(x / 255 - mean) / std`` with the ImageNet mean and std."""
-    x = image_uint8.float() / 255
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def write_cams(path: str | Path, cams: torch.Tensor | np.ndarray, label_ids: Sequence[int]) -> None:
@@ -233,10 +246,12 @@ def _json_float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _summary(cm: ConfusionMatrix) -> dict[str, Any]:
-    result = cm.compute()
+def _summary(cm: ConfusionMatrix, mean: str) -> dict[str, Any]:
+    result = cm.compute(mean)
     return {
         "miou": _json_float(result["miou"]),
+        "miou_all": _json_float(result["miou_all"]),
+        "miou_present": _json_float(result["miou_present"]),
         "iou": [_json_float(v) for v in result["iou"]],
         "pixel_acc": _json_float(result["pixel_acc"]),
         "mean_acc": _json_float(result["mean_acc"]),
@@ -245,10 +260,21 @@ def _summary(cm: ConfusionMatrix) -> dict[str, Any]:
 
 
 def _check_settings(
-    scales: Sequence[float], threshold: float, alpha: float, workers: int, limit: int | None, pictures: int
+    scales: Sequence[float],
+    threshold: float,
+    alpha: float,
+    workers: int,
+    limit: int | None,
+    pictures: int,
+    scale_resize: str,
+    miou_over: str,
 ) -> None:
     if not scales or any(not (s > 0 and math.isfinite(s)) for s in scales):
         raise ConfigError(f"scales must be positive numbers, got {list(scales)}")
+    if scale_resize not in SCALE_RESIZES:
+        raise ConfigError(f"scale_resize must be one of {', '.join(SCALE_RESIZES)}, got {scale_resize!r}")
+    if miou_over not in MIOU_MEANS:
+        raise ConfigError(f"miou_over must be one of {', '.join(MIOU_MEANS)}, got {miou_over!r}")
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
     if not (alpha >= 0 and math.isfinite(alpha)):
@@ -290,7 +316,8 @@ def _resolve_sources(
             sources.append(
                 {"root": saved.get("data_root"), "dataset": saved.get("dataset"), "split": saved.get("split")}
             )
-            resolved["provenance"] = {k: saved.get(k) for k in ("checkpoint", "weights", "scales", "flip")}
+            keys = ("checkpoint", "weights", "scales", "flip", "scale_resize")
+            resolved["provenance"] = {k: saved.get(k) for k in keys}
     if checkpoint is not None:
         if weights not in ("model", "teacher"):
             raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
@@ -354,13 +381,15 @@ def make_pseudo_labels(
     split: str | None = None,
     scales: Sequence[float] = DEFAULT_SCALES,
     flip: bool = True,
-    threshold: float = 0.3,
+    scale_resize: str = "pil-bicubic",
+    threshold: float = DEFAULT_THRESHOLD,
     alpha: float = 8.0,
     crf: bool = True,
     workers: int = 1,
     save_cams: bool = False,
     from_cams: str | Path | None = None,
     evaluate: bool = False,
+    miou_over: str = "all",
     limit: int | None = None,
     pictures: int = 8,
     device: str | torch.device | None = None,
@@ -379,13 +408,17 @@ def make_pseudo_labels(
         weights: ``"model"`` (student) or ``"teacher"`` (EMA teacher).
         data_root, dataset, split: default to the saved-CAM run's settings (``from_cams``), then the run config
             (``data.root``, ``data.dataset``), then ``"train"`` for the split.
-        scales, flip: multi-scale CAM inference (:func:`multiscale_cams`).
-        threshold: constant background score of the seeds (``cams_to_labels(bg_threshold=threshold)``).
+        scales, flip, scale_resize: multi-scale CAM inference (:func:`multiscale_cams`; ``scale_resize``
+            ``"pil-bicubic"``, the authors', or ``"tensor-bilinear"``).
+        threshold: constant background score of the seeds (``cams_to_labels(bg_threshold=threshold)``); default
+            0.22, the ``--thr`` of the authors' ``script/voc_ppc0.sh``.
         alpha: CRF background ``(1 - max cam) ** alpha``.
         crf: also write CRF masks; ``workers`` CRF processes per process.
         from_cams: a folder of ``<id>.npz`` from an earlier ``save_cams`` run (its ``cams/``, or the run's output
             folder), used instead of the network.
         evaluate: compare with the ground-truth masks.
+        miou_over: the classes ``miou`` (and the curve, its best threshold) averages over: ``"all"`` C+1 (the
+            authors' ``eval.py``; absent classes count 0) or ``"present"`` (see the module docstring).
         limit: only the first ``limit`` ids of the split.
         device: inference device (default: the accelerator's, i.e. the process's GPU when there is one).
         progress: tqdm bar on the main process.
@@ -393,12 +426,14 @@ def make_pseudo_labels(
 
     Returns:
         The metrics dict (the same on every process), written to ``metrics.json`` by the main process:
-        ``split``, ``dataset``, ``num_images``, ``checkpoint``, ``weights``, ``scales``, ``flip``, ``threshold``,
-        ``alpha``, ``crf``, ``from_cams``, ``class_names``; with ``evaluate`` also ``seed`` (``miou``, ``iou``
-        per class with ``None`` = undefined, ``pixel_acc``, ``mean_acc``, ``confusion``: the (C+1, C+1) pixel counts,
-        rows ground truth, columns prediction; seeds at ``threshold``), ``curve``
-        (``[{threshold, miou}]`` for t = 0.00..0.60), ``best`` (``{threshold, miou}``, chosen on this split),
-        ``mask`` (as ``seed``, for the CRF masks; when ``crf``), ``completeness`` and ``completeness_images``.
+        ``split``, ``dataset``, ``num_images``, ``checkpoint``, ``weights``, ``scales``, ``flip``,
+        ``scale_resize``, ``threshold``, ``alpha``, ``crf``, ``from_cams``, ``class_names``; with ``evaluate`` also
+        ``miou_over``, ``seed`` (``miou`` (over ``miou_over``), ``miou_all``, ``miou_present``, ``iou`` per class
+        with ``None`` = undefined, ``pixel_acc``, ``mean_acc``, ``confusion``: the (C+1, C+1) pixel counts, rows
+        ground truth, columns prediction; seeds at ``threshold``), ``curve`` (``[{threshold, miou, miou_all,
+        miou_present}]`` for t = 0.00..0.49), ``best`` (``{threshold, miou}``, the highest ``miou``, chosen on
+        this split), ``mask`` (as ``seed``, for the CRF masks; when ``crf``), ``completeness`` and
+        ``completeness_images``.
 
         ``completeness`` = the mean over images with at least one ground-truth foreground pixel (value in 1..C)
         of ``|{gt in 1..C} & {seed > 0}| / |{gt in 1..C}|``, the seed taken at ``threshold``: the fraction of
@@ -410,7 +445,7 @@ def make_pseudo_labels(
         ConfigError: bad settings, missing checkpoint or data root, split without labels.
         DatasetError: unreadable image or mask, missing or mismatched saved CAMs.
     """
-    _check_settings(scales, threshold, alpha, workers, limit, pictures)
+    _check_settings(scales, threshold, alpha, workers, limit, pictures, scale_resize, miou_over)
     if from_cams is not None and save_cams:
         raise ConfigError("--save-cams with --from-cams would rewrite the CAMs being read")
     if from_cams is not None:
@@ -434,6 +469,7 @@ def make_pseudo_labels(
         "weights": weights if from_cams is None else provenance.get("weights"),
         "scales": [float(s) for s in scales] if from_cams is None else provenance.get("scales"),
         "flip": flip if from_cams is None else provenance.get("flip"),
+        "scale_resize": scale_resize if from_cams is None else provenance.get("scale_resize"),
     }
     if accelerator.is_main_process:
         args = {
@@ -448,6 +484,7 @@ def make_pseudo_labels(
             "save_cams": save_cams,
             "from_cams": str(from_cams) if from_cams is not None else None,
             "evaluate": evaluate,
+            "miou_over": miou_over,
             "limit": limit,
             "pictures": pictures,
             "device": str(device),
@@ -460,7 +497,7 @@ def make_pseudo_labels(
     local = list(range(len(ids)))[rank::world]
     num_classes = data.num_classes
     seed_cm, mask_cm = ConfusionMatrix(num_classes + 1), ConfusionMatrix(num_classes + 1)
-    curve = ThresholdCurve(num_classes + 1)
+    curve = ThresholdCurve(num_classes + 1, mean=miou_over)
     coverage = torch.zeros(len(ids), 2, dtype=torch.int64)  # per image: gt fg pixels seeded fg, gt fg pixels
 
     def images() -> Iterator[dict[str, Any]]:
@@ -483,10 +520,11 @@ def make_pseudo_labels(
                     )
                 cams = cams.to(device)
             else:
-                batch = imagenet_normalise(sample["image"][None].to(device))
-                cams = multiscale_cams(model, batch, labels[None].to(device), scales, flip)[0]
-            cams = cams.to(torch.float16).float()  # the stored precision (module docstring)
+                # the uint8 image: multiscale_cams resizes (scale_resize) and normalises it
+                batch = sample["image"][None].to(device)
+                cams = multiscale_cams(model, batch, labels[None].to(device), scales, flip, scale_resize)[0]
             if save_cams:
+                cams = cams.to(torch.float16).float()  # the stored precision (module docstring)
                 write_cams(output_dir / "cams" / f"{image_id}.npz", cams, label_ids)
             seed = cams_to_labels(cams[None], labels[None].to(cams.device), bg_threshold=threshold)[0].cpu()
             write_label_png(output_dir / "seeds" / f"{image_id}.png", seed.numpy().astype(np.uint8))
@@ -570,11 +608,16 @@ def make_pseudo_labels(
         points = curve.curve()
         best_t, best_miou = curve.best()
         counted = coverage[coverage[:, 1] > 0].double()
-        metrics["seed"] = _summary(seed_cm)
-        metrics["curve"] = [{"threshold": t, "miou": _json_float(m)} for t, m in points]
+        metrics["miou_over"] = miou_over
+        metrics["seed"] = _summary(seed_cm, miou_over)
+        both = zip(curve.curve("all"), curve.curve("present"), strict=True)
+        metrics["curve"] = [
+            {"threshold": t, "miou": _json_float(m), "miou_all": _json_float(a), "miou_present": _json_float(p)}
+            for (t, m), ((_, a), (_, p)) in zip(points, both, strict=True)
+        ]
         metrics["best"] = {"threshold": best_t, "miou": _json_float(best_miou), "chosen_on": sources["split"]}
         if crf:
-            metrics["mask"] = _summary(mask_cm)
+            metrics["mask"] = _summary(mask_cm, miou_over)
         metrics["completeness"] = _json_float(float((counted[:, 0] / counted[:, 1]).mean())) if len(counted) else None
         metrics["completeness_images"] = len(counted)
     if accelerator.is_main_process:

@@ -229,3 +229,37 @@ def test_two_processes_reduce_to_the_single_process_result(tmp_path, backend):
         assert out[key] == expected[key], key
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank1["mat"] == out["mat"]  # every process holds the total
+
+
+def authors_miou(pred: np.ndarray, gt: np.ndarray, k: int = K) -> float:
+    """The authors' eval.py formula: per class TP / (T + P - TP + 1e-10) over non-ignored pixels, mean over all k."""
+    valid = gt < IGNORE
+    iou = []
+    for c in range(k):
+        p, t = np.sum((pred == c) * valid), np.sum((gt == c) * valid)
+        tp = np.sum((gt == c) * ((pred == gt) * valid))
+        iou.append(tp / (t + p - tp + 1e-10))
+    return float(np.mean(iou))
+
+
+def test_the_all_classes_mean_counts_an_absent_class_as_0_and_keeps_the_present_mean():
+    pred, gt = make_maps(7)
+    cm = ConfusionMatrix(K)
+    cm.update(pred, gt)
+    result, paper = cm.compute(), cm.compute(mean="all")
+    present = [result["iou"][c] for c in (0, 1, 2, 3, 5)]  # class 4 is in neither map
+    assert paper["miou_all"] == result["miou_all"] == paper["miou"]
+    assert paper["miou"] == pytest.approx(sum(present) / K, rel=1e-12)  # class 4 counts as 0 over all 6
+    assert paper["miou"] == pytest.approx(authors_miou(pred, gt), rel=1e-9)
+    assert result["miou"] == result["miou_present"] == paper["miou_present"] == pytest.approx(sum(present) / 5)
+    assert paper["miou"] < result["miou"]
+    assert math.isnan(paper["iou"][4])  # the per-class list is the same for both means
+    # One class only (everything background in both maps): 1 over one class present, 1/K over all of them.
+    single = ConfusionMatrix(K)
+    single.update(np.zeros((3, 4), np.uint8), np.zeros((3, 4), np.uint8))
+    assert single.compute()["miou"] == 1.0 and single.compute("all")["miou"] == pytest.approx(1 / K)
+    # Nothing counted: no class is present (nan), the all-classes mean is 0 as the authors' (0 / 1e-10 per class).
+    empty = ConfusionMatrix(K).compute("all")
+    assert empty["miou"] == 0.0 and math.isnan(empty["miou_present"])
+    with pytest.raises(ValueError, match="mean must be one of"):
+        cm.compute(mean="some")

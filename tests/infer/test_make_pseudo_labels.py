@@ -23,7 +23,7 @@ from fsae.engine.config import load_config
 from fsae.engine.trainer import train
 from fsae.eval import ConfusionMatrix
 from fsae.infer import load_cam_model, multiscale_cams
-from fsae.infer.pseudo_labels import DEFAULT_THRESHOLDS, ThresholdCurve, imagenet_normalise, seed_curve_counts
+from fsae.infer.pseudo_labels import DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS, ThresholdCurve, seed_curve_counts
 from fsae.infer.report import heatmap_overlay, metrics_markdown, plot_curve
 from fsae.ops import cams_to_labels
 from fsae.ops import reference as ops_reference
@@ -126,12 +126,36 @@ def test_threshold_curve_accumulates_and_picks_the_first_best():
         curve.update(cams, gt, labels)
         for cm, t in zip(per_t, DEFAULT_THRESHOLDS, strict=True):
             cm.update(cams_to_labels(cams, labels, bg_threshold=t), gt)
-    points = curve.curve()
+    points = curve.curve()  # the mean over all C+1 classes by default (the authors' eval.py)
     assert [t for t, _ in points] == list(DEFAULT_THRESHOLDS)
-    assert [m for _, m in points] == [cm.compute()["miou"] for cm in per_t]
+    assert [m for _, m in points] == [cm.compute("all")["miou"] for cm in per_t]
+    assert [m for _, m in curve.curve("present")] == [cm.compute("present")["miou"] for cm in per_t]
+    assert all(math.isnan(m) for _, m in ThresholdCurve(c + 1, mean="present").curve())  # nothing counted yet
     best_miou = max(m for _, m in points)
     assert curve.best() == next((t, m) for t, m in points if m == best_miou)
     assert torch.equal(curve.confusion(30).mat, per_t[30].mat)
+    with pytest.raises(ValueError, match="mean must be one of"):
+        ThresholdCurve(c + 1, mean="classes")
+
+
+def test_the_default_grid_is_the_authors_0_to_0_49():
+    # eval.py --curve --max_th 50: t = i / 100.0 for i in range(50)
+    assert tuple(i / 100.0 for i in range(50)) == DEFAULT_THRESHOLDS
+    assert DEFAULT_THRESHOLD == 0.22 and DEFAULT_THRESHOLD in DEFAULT_THRESHOLDS  # their script's --thr
+
+
+def test_an_absent_class_counts_0_in_the_curve_and_ties_go_to_background():
+    # C = 3; class 3 is in neither the ground truth nor the seeds: the all-classes mean counts it as 0 over 4
+    cams = torch.tensor([[[[0.5, 0.2, 0.9]], [[0.5, 0.1, 0.0]], [[0.0, 0.0, 0.0]]]])  # (1, 3, 1, 3)
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    gt = torch.tensor([[[1, 0, 1]]])
+    curve = ThresholdCurve(4, thresholds=[0.2, 0.5])
+    curve.update(cams, gt, labels)
+    # t = 0.2: pixel 1 ties with the background (0.2): background wins, as the argmax over [t, cams] of the
+    # authors; pixel 0 ties between classes 1 and 2: the first (1).  Seeds [1, 0, 1] = gt: IoU 1, 1, nan, nan.
+    # t = 0.5: pixel 0 ties with the background too: seeds [0, 0, 1]; IoU bg 1/2, class 1 1/2.
+    assert curve.curve("present") == [(0.2, 1.0), (0.5, 0.5)]
+    assert curve.curve() == [(0.2, 0.5), (0.5, 0.25)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -157,12 +181,12 @@ def test_outputs_for_every_id(first_run, toy_root, run_dir):
             assert label.shape == size
             assert set(np.unique(label).tolist()) <= allowed, (folder, image_id)
         # The saved CAMs are the network's (ImageNet-normalised input, one scale + flip) ...
-        full = multiscale_cams(model, imagenet_normalise(sample["image"][None]), sample["labels"][None], (1.0,))[0]
+        full = multiscale_cams(model, sample["image"][None], sample["labels"][None], (1.0,))[0]
         torch.testing.assert_close(torch.from_numpy(cams16.astype(np.float32)), full[label_ids], atol=2e-3, rtol=0)
         # ... and the seed is cams_to_labels of exactly those CAMs.
         cams = torch.zeros(C, *size)
         cams[label_ids] = torch.from_numpy(cams16.astype(np.float32))
-        seed = cams_to_labels(cams[None], sample["labels"][None], bg_threshold=0.3)[0]
+        seed = cams_to_labels(cams[None], sample["labels"][None], bg_threshold=DEFAULT_THRESHOLD)[0]
         assert np.array_equal(seed.numpy(), read_label_png(first_run / "seeds" / f"{image_id}.png"))
     assert sorted(p.stem for p in (first_run / "pictures").glob("*.png")) == sorted(data.ids[:2])
     with Image.open(first_run / "threshold_curve.png") as plot:
@@ -184,9 +208,12 @@ def test_metrics_match_a_recomputation_from_the_written_pngs(first_run, toy_root
         foreground = (gt >= 1) & (gt <= C)
         if foreground.any():
             fractions.append(float((foreground & (seed > 0)).sum()) / float(foreground.sum()))
+    assert metrics["miou_over"] == "all"
     for key, cm in (("seed", seed_cm), ("mask", mask_cm)):
-        expected = cm.compute()
-        assert metrics[key]["miou"] == pytest.approx(expected["miou"], abs=1e-12)
+        expected = cm.compute("all")
+        assert metrics[key]["miou"] == metrics[key]["miou_all"] == pytest.approx(expected["miou"], abs=1e-12)
+        assert metrics[key]["miou_present"] == pytest.approx(cm.compute("present")["miou"], abs=1e-12)
+        assert metrics[key]["miou_present"] > metrics[key]["miou"]  # the toy data have 5 of the 20 classes
         assert same_nan(metrics[key]["iou"], expected["iou"])
         assert metrics[key]["pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
         assert metrics[key]["confusion"] == cm.mat.tolist()  # rows ground truth, columns prediction
@@ -194,10 +221,13 @@ def test_metrics_match_a_recomputation_from_the_written_pngs(first_run, toy_root
     assert metrics["completeness_images"] == len(fractions)
     assert metrics["num_images"] == 6 and metrics["split"] == "train" and metrics["scales"] == [1.0]
     assert metrics["class_names"][0] == "background" and len(metrics["class_names"]) == C + 1
-    # The curve: t = 0.00..0.60; its value at the threshold used is the seed mIoU; best is its maximum.
+    # The curve: t = 0.00..0.49; its value at the threshold used is the seed mIoU; best is its maximum.
     curve = {round(p["threshold"], 2): p["miou"] for p in metrics["curve"]}
-    assert list(curve) == [round(0.01 * i, 2) for i in range(61)]
-    assert curve[0.3] == metrics["seed"]["miou"]
+    assert list(curve) == [round(0.01 * i, 2) for i in range(50)]
+    assert metrics["threshold"] == 0.22 and curve[0.22] == metrics["seed"]["miou"]
+    present = {round(p["threshold"], 2): p["miou_present"] for p in metrics["curve"]}
+    assert present[0.22] == metrics["seed"]["miou_present"]
+    assert all(p["miou_all"] == p["miou"] for p in metrics["curve"])
     assert metrics["best"]["miou"] == max(curve.values())
     assert curve[round(metrics["best"]["threshold"], 2)] == metrics["best"]["miou"]
     markdown = (first_run / "metrics.md").read_text()
@@ -218,6 +248,22 @@ def test_from_cams_reproduces_the_run(first_run, tmp_path):
     for folder in ("seeds", "masks"):
         for png in sorted((first_run / folder).glob("*.png")):
             assert np.array_equal(read_label_png(png), read_label_png(tmp_path / folder / png.name)), png.name
+
+
+def test_the_clean_alternatives_are_named_options(first_run, run_dir, tmp_path):
+    # tensor-bilinear resizing, the present-classes mean, another threshold: recorded, and used for the metrics
+    code = recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(tmp_path), "--split", "train",
+                        "--scales", "0.5,1", "--scale-resize", "tensor-bilinear", "--miou-over", "present",
+                        "--threshold", "0.3", "--eval", "--no-crf", "--pictures", "0", "--no-progress"])  # fmt: skip
+    assert code == 0
+    metrics, args = metrics_of(tmp_path), json.loads((tmp_path / "args.json").read_text())
+    assert args["scale_resize"] == metrics["scale_resize"] == "tensor-bilinear" and args["miou_over"] == "present"
+    assert metrics["miou_over"] == "present" and metrics["threshold"] == 0.3
+    assert metrics["seed"]["miou"] == metrics["seed"]["miou_present"] > metrics["seed"]["miou_all"]
+    curve = {round(p["threshold"], 2): p for p in metrics["curve"]}
+    assert curve[0.3]["miou"] == curve[0.3]["miou_present"] == metrics["seed"]["miou"]
+    assert metrics["best"]["miou"] == max(p["miou_present"] for p in metrics["curve"])
+    assert metrics_of(first_run)["scale_resize"] == "pil-bicubic"  # the default
 
 
 def test_two_processes_give_the_same_metrics_and_files(first_run, run_dir, tmp_path):
