@@ -4,6 +4,12 @@
 * :class:`StrongPerturbation`: a fresh ColorJitter, Gaussian blur (p = 0.5), and
   RandAugment with ``n_ops`` ops per sample drawn with replacement from the 9
   photometric ops of :data:`RANDAUGMENT_OPS`.
+* :class:`TrainingViews` (:mod:`fsae.augment.views`): the trainer's entry point, both views of a loader
+  batch (whole-image jitter on a canvas and crop, as the authors, or on crops).
+
+Two arithmetics (``arithmetic=``): ``"float"``, continuous ops (:mod:`fsae.augment.functional`), and
+``"uint8"``, every op on 8-bit levels with PIL's / torchvision's exact rounding (:mod:`fsae.augment.levels`),
+the authors' PIL pipeline (:meth:`StrongPerturbation.authors`).
 
 Images enter as float ``(B, 3, H, W)`` RGB in ``[0, 1]`` on the training
 device (ImageNet normalisation comes after); the output is a new tensor of the
@@ -23,7 +29,16 @@ Example:
     torch.Size([8, 3, 64, 64])
 """
 
-from . import functional
+from . import functional, levels
 from .perturbation import JITTER_COMPONENTS, RANDAUGMENT_OPS, StrongPerturbation, WeakPerturbation
+from .views import TrainingViews
 
-__all__ = ["JITTER_COMPONENTS", "RANDAUGMENT_OPS", "StrongPerturbation", "WeakPerturbation", "functional"]
+__all__ = [
+    "JITTER_COMPONENTS",
+    "RANDAUGMENT_OPS",
+    "StrongPerturbation",
+    "TrainingViews",
+    "WeakPerturbation",
+    "functional",
+    "levels",
+]

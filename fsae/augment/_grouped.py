@@ -50,12 +50,21 @@ def _runs(rows: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _call(op: Callable[..., torch.Tensor], images, magnitude, aux: torch.Tensor | None, rows) -> None:
+    """``op(images, magnitude)``, or with ``aux``'s rows (a slice or an index tensor) as a third argument."""
+    if aux is None:
+        op(images, magnitude)
+    else:
+        op(images, magnitude, aux[rows] if isinstance(rows, slice) else aux.index_select(0, rows))
+
+
 def apply_grouped(
     images: torch.Tensor,
     choices: torch.Tensor,
     magnitudes: torch.Tensor,
     ops: Sequence[GroupedOp | None],
     call_cost: float | None = None,
+    aux: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply ``ops[choices[i, s]]`` with magnitude ``magnitudes[i, s]`` to sample ``i``, for slots ``s = 0, 1, ...``.
 
@@ -70,6 +79,9 @@ def apply_grouped(
             runs of consecutive rows is gathered when ``(R - 1) * call_cost > 2 * n * sample_bytes``,
             else called once per run.  ``math.inf``: always gather (one call per op and slot);
             ``0``: never.  Default :func:`default_call_cost` of the device.
+        aux: optional ``(B, ...)`` per-sample tensor on ``images.device`` (e.g. each sample's valid region);
+            when given, every op is called as ``op(sub_images, sub_magnitude, sub_aux)`` with the rows of
+            ``aux`` that go with its samples.
 
     Returns:
         ``images``, row ``i`` = sample ``i`` after all slots.
@@ -98,13 +110,13 @@ def apply_grouped(
             runs = _runs(rows.tolist())
             if len(runs) == 1:
                 start, stop = runs[0]
-                ops[op](images[start:stop], magnitude[start:stop])
+                _call(ops[op], images[start:stop], magnitude[start:stop], aux, slice(start, stop))
             elif (len(runs) - 1) * call_cost > 2 * len(rows) * sample_bytes:
                 index = rows.to(images.device, non_blocking=True)
                 sub = images.index_select(0, index)
-                ops[op](sub, magnitude.index_select(0, index))
+                _call(ops[op], sub, magnitude.index_select(0, index), aux, index)
                 images.index_copy_(0, index, sub)
             else:
                 for start, stop in runs:
-                    ops[op](images[start:stop], magnitude[start:stop])
+                    _call(ops[op], images[start:stop], magnitude[start:stop], aux, slice(start, stop))
     return images

@@ -134,14 +134,24 @@ def color_(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
     return torch.lerp(gray, images, _per_sample(magnitude), out=images).clamp_(0.0, 1.0)
 
 
-def contrast_(images: torch.Tensor, magnitude: torch.Tensor) -> torch.Tensor:
+def contrast_(images: torch.Tensor, magnitude: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
     """PIL ``ImageEnhance.Contrast``: blend with the mean grey level, ``clamp(m + f * (x - m))``, m = mean(gray(x)).
 
     Same values as ``kornia.enhance.adjust_contrast_with_mean_subtraction``.  PIL rounds the mean of
     its 8-bit grey image to an integer; here it stays exact (torchvision's tensor path does the same).
+    ``region``: optional ``(N, 2)`` integer ``(height, width)``: the mean over each sample's top-left
+    ``height x width`` only (an image on a larger canvas); the blend still covers the whole plane.
     """
     n, c = images.shape[:2]
-    channel_means = images.view(n, c, -1).mean(dim=2)  # (N, 3): the grey image is not materialised
+    if region is None:
+        channel_means = images.view(n, c, -1).mean(dim=2)  # (N, 3): the grey image is not materialised
+    else:
+        h, w = images.shape[-2:]
+        region = region.to(torch.int64)
+        rows = (torch.arange(h, device=images.device) < region[:, :1]).to(images.dtype)  # (N, H)
+        cols = (torch.arange(w, device=images.device) < region[:, 1:]).to(images.dtype)  # (N, W)
+        count = (rows.sum(dim=1) * cols.sum(dim=1)).clamp_min(1.0)
+        channel_means = torch.einsum("nchw,nh,nw->nc", images, rows, cols) / count[:, None]
     r, g, b = channel_means.unbind(dim=1)
     mean = (r * GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2])  # (N,)
     f = _per_sample(magnitude)

@@ -12,19 +12,27 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from fsae.augment import functional as AF
 
-#: PIL implementations of the RandAugment ops, as the original research code called them on uint8 images.
-PIL_OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
-    "autocontrast": lambda img, v: ImageOps.autocontrast(img),
-    "brightness": lambda img, v: ImageEnhance.Brightness(img).enhance(v),
-    "color": lambda img, v: ImageEnhance.Color(img).enhance(v),
-    "contrast": lambda img, v: ImageEnhance.Contrast(img).enhance(v),
-    "sharpness": lambda img, v: ImageEnhance.Sharpness(img).enhance(v),
-    "equalize": lambda img, v: ImageOps.equalize(img),
-    "identity": lambda img, v: img,
-    "posterize": lambda img, v: ImageOps.posterize(img, int(v)),
-    "solarize": lambda img, v: ImageOps.solarize(img, 255.0 * v),
-    "blur": lambda img, v: img.filter(ImageFilter.GaussianBlur(radius=v)),
-}
+
+def pil_ops(solarize_scale: float = 255.0) -> dict[str, Callable[[Image.Image, float], Image.Image]]:
+    """PIL implementations of the RandAugment ops, as the original research code called them on uint8 images
+    (and PIL's Gaussian blur); solarize's threshold is ``solarize_scale * v`` (255: a fraction of full scale, as
+    the float ops take it; 1: a level, as the uint8 ops take it)."""
+    return {
+        "autocontrast": lambda img, v: ImageOps.autocontrast(img),
+        "brightness": lambda img, v: ImageEnhance.Brightness(img).enhance(v),
+        "color": lambda img, v: ImageEnhance.Color(img).enhance(v),
+        "contrast": lambda img, v: ImageEnhance.Contrast(img).enhance(v),
+        "sharpness": lambda img, v: ImageEnhance.Sharpness(img).enhance(v),
+        "equalize": lambda img, v: ImageOps.equalize(img),
+        "identity": lambda img, v: img,
+        "posterize": lambda img, v: ImageOps.posterize(img, int(v)),
+        "solarize": lambda img, v: ImageOps.solarize(img, solarize_scale * v),
+        "blur": lambda img, v: img.filter(ImageFilter.GaussianBlur(radius=v)),
+    }
+
+
+#: :func:`pil_ops` with thresholds as fractions of full scale (the float ops' magnitudes).
+PIL_OPS = pil_ops()
 
 #: The batched in-place ops under test, by the same names.
 OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
