@@ -20,6 +20,13 @@ mapped back to its image:
 
 METHOD.md §3 weak-view geometry: :func:`train_geometry` (long side
 U{448..768}, flip 0.5, 448 crop); COCO: ``train_geometry(321, (256, 448))``.
+``train_geometry(..., mode="authors")`` is the authors' layout: the image is not
+cropped here but delivered, resized and flipped, top-left on a fixed
+``(max_long, max_long)`` canvas (:class:`CanvasCrop`), with the crop box in
+``geometry``, because the views are ColorJittered over the whole image before
+the crop (on the training device, :class:`fsae.augment.views.TrainingViews`);
+``mask`` and ``saliency`` are cropped here (fill 255 / 0), and the saliency is
+resized bicubic as the authors' ``RandomResizeLong`` did.
 METHOD.md §6 second stage (DeepLab): :func:`seg_train_geometry` (scale U[0.5, 1.5],
 flip 0.5, 448 crop padded with the mean image / 255 ignore).
 """
@@ -32,10 +39,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fsae.augment.views import CROP_FILLS
 from fsae.data.palette import IGNORE_INDEX
 
 __all__ = [
     "IMAGENET_MEAN_RGB",
+    "CanvasCrop",
     "Compose",
     "RandomCrop",
     "RandomHorizontalFlip",
@@ -79,12 +88,16 @@ def _saliency(sample: Sample) -> np.ndarray:
     return saliency if saliency.dtype == np.uint8 else saliency.astype(np.float32, copy=False)
 
 
-def _resize_aligned(sample: Sample, height: int, width: int) -> None:
-    """Resize the optional ``mask`` (nearest) and ``saliency`` (bilinear) of ``sample`` to ``height x width``."""
+#: ``saliency_resize=``: PIL resampling of the saliency map with the image.
+SALIENCY_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def _resize_aligned(sample: Sample, height: int, width: int, saliency_resize: str = "bilinear") -> None:
+    """Resize the optional ``mask`` (nearest) and ``saliency`` (``saliency_resize``) of ``sample``."""
     if "mask" in sample:
         sample["mask"] = _resize(sample["mask"], height, width, Image.Resampling.NEAREST)
     if "saliency" in sample:
-        sample["saliency"] = _resize(_saliency(sample), height, width, Image.Resampling.BILINEAR)
+        sample["saliency"] = _resize(_saliency(sample), height, width, SALIENCY_RESAMPLING[saliency_resize])
 
 
 class Compose:
@@ -104,26 +117,31 @@ class Compose:
 
 class RandomResizeLong:
     """Resize so the long side is an integer drawn from U{min_long..max_long}: image bicubic, mask nearest,
-    saliency bilinear."""
+    saliency ``saliency_resize`` (``"bilinear"``, or ``"bicubic"`` as the authors).  The short side is
+    ``round(short * target / long)`` (at least 1), in the authors' order of operations (the same ties)."""
 
-    def __init__(self, min_long: int, max_long: int) -> None:
+    def __init__(self, min_long: int, max_long: int, saliency_resize: str = "bilinear") -> None:
         if not 0 < min_long <= max_long:
             raise ValueError(f"need 0 < min_long <= max_long, got {min_long}, {max_long}")
-        self.min_long, self.max_long = min_long, max_long
+        if saliency_resize not in SALIENCY_RESAMPLING:
+            raise ValueError(f"saliency_resize must be one of {tuple(SALIENCY_RESAMPLING)}, got {saliency_resize!r}")
+        self.min_long, self.max_long, self.saliency_resize = min_long, max_long, saliency_resize
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         geometry = _geometry(sample)
         height, width = sample["image"].shape[:2]
         target = int(rng.integers(self.min_long, self.max_long + 1))
-        scale = target / max(height, width)
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        if width < height:
+            new_h, new_w = target, max(1, round(width * target / height))
+        else:
+            new_h, new_w = max(1, round(height * target / width)), target
         sample["image"] = _resize(sample["image"], new_h, new_w, Image.Resampling.BICUBIC)
-        _resize_aligned(sample, new_h, new_w)
+        _resize_aligned(sample, new_h, new_w, self.saliency_resize)
         geometry["resized_h"], geometry["resized_w"] = new_h, new_w
         return sample
 
     def __repr__(self) -> str:
-        return f"RandomResizeLong({self.min_long}, {self.max_long})"
+        return f"RandomResizeLong({self.min_long}, {self.max_long}, saliency_resize={self.saliency_resize!r})"
 
 
 class RandomScale:
@@ -196,13 +214,17 @@ class RandomCrop:
         height, width = sample["image"].shape[:2]
         y, x = self._offsets(height, rng), self._offsets(width, rng)
         sample["image"] = self._crop(sample["image"], y, x, np.array(self.image_fill, dtype=np.uint8))
+        self._crop_aligned(sample, geometry, y, x)
+        return sample
+
+    def _crop_aligned(self, sample: Sample, geometry: dict[str, Any], y: int, x: int) -> None:
+        """Crop the optional ``mask`` (fill ``mask_fill``) and ``saliency`` (fill 0) at ``(y, x)``; record it."""
         if "mask" in sample:
             sample["mask"] = self._crop(sample["mask"], y, x, np.uint8(self.mask_fill))
         if "saliency" in sample:
             saliency = _saliency(sample)
             sample["saliency"] = self._crop(saliency, y, x, np.zeros((), saliency.dtype))
         geometry["crop_y"], geometry["crop_x"] = y, x
-        return sample
 
     def _crop(self, array: np.ndarray, y: int, x: int, fill: np.ndarray) -> np.ndarray:
         canvas = np.empty((self.size, self.size, *array.shape[2:]), dtype=array.dtype)
@@ -216,6 +238,39 @@ class RandomCrop:
 
     def __repr__(self) -> str:
         return f"RandomCrop({self.size})"
+
+
+class CanvasCrop(RandomCrop):
+    """The authors' layout: draw a ``size x size`` crop box as :class:`RandomCrop` does, crop ``mask`` (fill
+    ``mask_fill``) and ``saliency`` (fill 0) with it, but leave the image uncropped, top-left on a
+    ``canvas x canvas`` array of zeros (``uint8 (canvas, canvas, 3)``, so batches stack), for the views to
+    jitter the whole image and crop on the device (:func:`fsae.augment.views.crop_canvas`).
+
+    ``geometry`` gets ``crop_y, crop_x`` as :class:`RandomCrop` records them; the image occupies
+    ``[0, resized_h) x [0, resized_w)`` of the canvas.  ``canvas`` must be at least the image's sides
+    (``max_long`` of :class:`RandomResizeLong`)."""
+
+    def __init__(self, size: int, canvas: int, mask_fill: int = IGNORE_INDEX) -> None:
+        super().__init__(size, image_fill=(0, 0, 0), mask_fill=mask_fill)
+        if canvas < 1:
+            raise ValueError(f"canvas size must be >= 1, got {canvas}")
+        self.canvas = canvas
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        geometry = _geometry(sample)
+        image = sample["image"]
+        height, width = image.shape[:2]
+        if height > self.canvas or width > self.canvas:
+            raise ValueError(f"image {height}x{width} does not fit the {self.canvas}x{self.canvas} canvas")
+        y, x = self._offsets(height, rng), self._offsets(width, rng)
+        canvas = np.zeros((self.canvas, self.canvas, *image.shape[2:]), dtype=image.dtype)
+        canvas[:height, :width] = image
+        sample["image"] = canvas
+        self._crop_aligned(sample, geometry, y, x)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"CanvasCrop({self.size}, canvas={self.canvas})"
 
 
 class SecondView:
@@ -240,9 +295,35 @@ def train_geometry(
     long_side: tuple[int, int] = (448, 768),
     flip_p: float = 0.5,
     second_view: int | None = None,
+    mode: str = "crop",
+    crop_fill: str = "mean",
+    saliency_resize: str = "bilinear",
 ) -> Compose:
-    """The training geometry of METHOD.md §3: resize long side, flip, crop (+ optional second view)."""
-    transforms: list[Any] = [RandomResizeLong(*long_side), RandomHorizontalFlip(flip_p), RandomCrop(crop_size)]
+    """The training geometry of METHOD.md §3: resize long side, flip, crop (+ optional second view).
+
+    Args:
+        crop_size, long_side, flip_p: the crop side, the ``(min, max)`` long side, the flip probability.
+        second_view: side of PPC's resized second view of the crop (``"crop"`` mode only).
+        mode: ``"crop"`` (ours): ``image`` is the ``uint8 (crop, crop, 3)`` crop, padded with ``crop_fill``;
+            ``"authors"`` (``data.geometry``): ``image`` is the resized, flipped image on a
+            ``(max_long, max_long, 3)`` zero canvas (:class:`CanvasCrop`), cropped on the device.
+        crop_fill: ``"mean"`` (ImageNet mean) or ``"black"``: the padding of ``"crop"`` mode (in
+            ``"authors"`` mode the device pads, with ``data.crop_fill``).
+        saliency_resize: ``"bilinear"`` or ``"bicubic"`` (the authors').
+
+    Either way ``saliency`` comes out cropped (``crop x crop``, 0 outside the image) and ``geometry`` holds
+    ``resized_h, resized_w, flip, crop_y, crop_x``.
+    """
+    if mode not in ("crop", "authors"):
+        raise ValueError(f"mode must be 'crop' or 'authors', got {mode!r}")
+    if crop_fill not in CROP_FILLS:
+        raise ValueError(f"crop_fill must be one of {tuple(CROP_FILLS)}, got {crop_fill!r}")
+    resize = RandomResizeLong(*long_side, saliency_resize=saliency_resize)
+    if mode == "authors":
+        if second_view is not None:
+            raise ValueError("second_view needs the crop: use mode='crop'")
+        return Compose([resize, RandomHorizontalFlip(flip_p), CanvasCrop(crop_size, canvas=long_side[1])])
+    transforms: list[Any] = [resize, RandomHorizontalFlip(flip_p), RandomCrop(crop_size, CROP_FILLS[crop_fill])]
     if second_view is not None:
         transforms.append(SecondView(second_view))
     return Compose(transforms)
