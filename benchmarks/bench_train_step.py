@@ -9,12 +9,14 @@ the same calls in the same order:
 ==============  =======================================================================
 part            what it times
 ==============  =======================================================================
-data+aug        uint8 crops and labels to the device, ``float / 255``, ``WeakPerturbation``
-                and (FSAE on) ``StrongPerturbation``, ImageNet normalisation of both views
-student         ``method(weak, labels, strong=strong, generator=...)``: the base method's
-                training step, its base losses included (and the strong view, FSAE on)
+data+aug        the loader's uint8 batch and labels to the device, ``TrainingViews`` of the
+                config (the weak view and, FSAE on, the strong view: jitter over the whole
+                image on its canvas, crop, blur, RandAugment), ImageNet normalisation
+student         ``method(weak, labels, generator=...)``: the base method's training step, its
+                base losses included
 teacher         ``EMATeacher(weak)`` (no gradient; FSAE on only)
-FSAE loss       ``fsae.weight * FSAELoss(strong_logits, teacher_logits, labels)`` (FSAE on only)
+FSAE loss       ``method(strong)`` (the student's CAM logits on the strong view), then
+                ``fsae.weight * FSAELoss(strong_logits, teacher_logits, labels)`` (FSAE on only)
 backward        the finite check of the loss terms, their sum, ``backward`` (through the
                 GradScaler with fp16)
 optim+EMA       ``optimizer.step``, ``zero_grad``, the LR scheduler step, then
@@ -22,9 +24,11 @@ optim+EMA       ``optimizer.step``, ``zero_grad``, the LR scheduler step, then
 ==============  =======================================================================
 
 "FSAE on" and "FSAE off" are the same config with ``fsae.enabled`` true / false.
-The input is synthetic: ``(B, 3, S, S)`` uint8 crops of the configured
-``data.crop_size`` (smooth noise: random values at 1/8 resolution, bilinearly
-upsampled), made on the CPU like the loader's batches, and random multi-hot labels
+The input is synthetic, in the layout of the config's ``data.geometry``: ``authors``,
+``(B, 3, L, L)`` uint8 canvases (``L`` = the largest long side) holding an image of a
+random long side in ``data.long_side`` and aspect 3:4 to 1, with a random
+``data.crop_size`` crop box; ``crop``, ``(B, 3, S, S)`` crops (smooth noise: random values
+at 1/8 resolution, bilinearly upsampled), made on the CPU like the loader's batches, and random multi-hot labels
 with 1-3 of the dataset's classes (20 for VOC, 80 for COCO); a few such batches
 rotate.  No dataset and no weights are needed: the weights are random
 (``method.pretrained`` is ignored, ``method.pretrained_path`` is loaded when set),
@@ -84,7 +88,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
 
 from bench_ops import device_name, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from fsae.augment import StrongPerturbation, WeakPerturbation  # noqa: E402
+from fsae.augment import TrainingViews  # noqa: E402
 from fsae.data import COCOSegmentation, VOCSegmentation  # noqa: E402
 from fsae.engine.config import ConfigError, load_config  # noqa: E402
 from fsae.engine.trainer import _check_finite, _normalise, build_components, build_optimizer, lr_factor  # noqa: E402
@@ -121,20 +125,49 @@ def fail(message: str) -> NoReturn:
 # --------------------------------------------------------------------------- inputs
 
 
-def make_batches(count: int, batch: int, crop: int, classes: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``count`` CPU batches as the loader gives them: ``(B, 3, S, S)`` uint8 crops, ``(B, C)`` float labels."""
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]
+
+
+def _noise(batch: int, side: int, gen: torch.Generator) -> torch.Tensor:
+    """``(B, 3, side, side)`` uint8 smooth noise: random values at 1/8 resolution, bilinearly upsampled."""
+    low = torch.rand(batch, 3, max(2, side // 8), max(2, side // 8), generator=gen)
+    images = F.interpolate(low, size=(side, side), mode="bilinear", align_corners=False)
+    return images.mul_(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+
+
+def _offsets(lengths: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """Crop starts as the loader draws them: inside the image, or negative (padding) when it is smaller."""
+    space = lengths - crop
+    u = torch.rand(len(lengths), generator=gen)
+    return torch.where(space >= 0, (u * (space + 1)).floor(), -(u * (1 - space)).floor()).long()
+
+
+def make_batches(count: int, batch: int, data: dict[str, Any], classes: int, seed: int) -> list[Batch]:
+    """``count`` CPU batches as the loader gives them (``data``: the config's ``data`` section): uint8 images
+    (canvases or crops, by ``data.geometry``), the geometry (``resized_h, resized_w, crop_y, crop_x``), ``(B, C)``
+    float labels."""
     gen = torch.Generator().manual_seed(seed)
-    coarse = max(2, crop // 8)
+    crop, (lo, hi) = data["crop_size"], data["long_side"]
     batches = []
     for _ in range(count):
-        low = torch.rand(batch, 3, coarse, coarse, generator=gen)
-        images = F.interpolate(low, size=(crop, crop), mode="bilinear", align_corners=False)
-        images = images.mul_(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
+        if data["geometry"] == "authors":
+            images = _noise(batch, hi, gen)
+            long = torch.randint(lo, hi + 1, (batch,), generator=gen)
+            short = (long * (0.75 + 0.25 * torch.rand(batch, generator=gen))).round().long()
+            for b in range(batch):  # zeros outside each image, as the loader's canvas
+                images[b, :, long[b] :] = 0
+                images[b, :, :, short[b] :] = 0
+            geometry = {"resized_h": long, "resized_w": short}
+            geometry["crop_y"], geometry["crop_x"] = _offsets(long, crop, gen), _offsets(short, crop, gen)
+        else:
+            images = _noise(batch, crop, gen)
+            full = torch.full((batch,), crop)
+            geometry = {"resized_h": full, "resized_w": full, "crop_y": full * 0, "crop_x": full * 0}
         labels = torch.zeros(batch, classes)
         for b in range(batch):
             k = min(classes, int(torch.randint(1, 4, (1,), generator=gen)))
             labels[b, torch.randperm(classes, generator=gen)[:k]] = 1.0
-        batches.append((images, labels))
+        batches.append((images, geometry, labels))
     return batches
 
 
@@ -150,8 +183,7 @@ class Setup:
     method: torch.nn.Module
     teacher: EMATeacher
     criterion: FSAELoss
-    weak_aug: WeakPerturbation
-    strong_aug: StrongPerturbation
+    views: TrainingViews
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -169,7 +201,7 @@ def build_setup(
 ) -> Setup:
     """Build method, EMA teacher, FSAE loss, perturbations, optimizer and scheduler as the trainer does."""
     torch.manual_seed(seed)  # both rows start from the same weights
-    method, teacher, criterion, weak_aug, strong_aug = build_components(config, num_classes, pretrained=False)
+    method, teacher, criterion, views = build_components(config, num_classes, pretrained=False)
     method.to(device).train()
     teacher.to(device)
     optimizer = build_optimizer(method, config)
@@ -180,9 +212,7 @@ def build_setup(
         for offset, part in enumerate(("weak", "strong", "method"))
     }
     params = sum(p.numel() for p in method.parameters())
-    return Setup(
-        name, config, method, teacher, criterion, weak_aug, strong_aug, optimizer, scheduler, scaler, generators, params
-    )
+    return Setup(name, config, method, teacher, criterion, views, optimizer, scheduler, scaler, generators, params)
 
 
 def sync(device: torch.device) -> None:
@@ -192,7 +222,7 @@ def sync(device: torch.device) -> None:
 
 def train_step(
     setup: Setup,
-    batch: tuple[torch.Tensor, torch.Tensor],
+    batch: Batch,
     device: torch.device,
     amp_dtype: torch.dtype | None,
     sync_parts: bool,
@@ -216,22 +246,22 @@ def train_step(
         times[part] = now - last
         last = now
 
-    images, labels = batch
-    crops = images.to(device).float().div_(255)
+    images, geometry, labels = batch
     labels = labels.to(device)
-    weak = _normalise(setup.weak_aug(crops, generator=gens["weak"]))
-    strong = _normalise(setup.strong_aug(crops, generator=gens["strong"])) if fsae_cfg["enabled"] else None
+    crop = setup.config["data"]["crop_size"]
+    weak01, strong01 = setup.views(images.to(device), geometry, crop, gens, strong=fsae_cfg["enabled"])
+    weak = _normalise(weak01)
+    strong = _normalise(strong01) if strong01 is not None else None
     mark("data+aug")
+    # the calls of fsae.engine.trainer.step_terms, in its order, timed one by one
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        step_out = setup.method(weak, labels, strong=strong, generator=gens["method"])
-        terms = dict(step_out.losses)
+        terms = dict(setup.method(weak, labels, generator=gens["method"]).losses)
         mark("student")
-        if fsae_cfg["enabled"]:
+        if strong is not None:
             teacher_logits = setup.teacher(weak)
             mark("teacher")
-            terms["fsae"] = fsae_cfg["weight"] * setup.criterion(
-                step_out.strong_logits.float(), teacher_logits.float(), labels
-            )
+            student_logits = setup.method(strong)
+            terms["fsae"] = fsae_cfg["weight"] * setup.criterion(student_logits.float(), teacher_logits.float(), labels)
             mark("fsae_loss")
         else:
             times["teacher"] = times["fsae_loss"] = 0.0
@@ -253,7 +283,7 @@ def train_step(
 
 def run_steps(
     setup: Setup,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[Batch],
     device: torch.device,
     amp_dtype: torch.dtype | None,
     timed: bool,
@@ -485,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = metadata(args, config, device)
     print("\n".join(header_lines(meta)), flush=True)
 
-    batches = make_batches(POOL, args.batch, config["data"]["crop_size"], num_classes, args.seed)
+    batches = make_batches(POOL, args.batch, config["data"], num_classes, args.seed)
     names = ["on", "off"] if args.fsae == "both" else [args.fsae]
 
     def make(name: str) -> Setup:

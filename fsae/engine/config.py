@@ -47,6 +47,15 @@ DEFAULTS: dict[str, Any] = {
         # folder of off-the-shelf saliency maps under data.root (VOC: e.g. SALImages; COCO: inside the split's
         # folder): PPC's EPS term L_sal (METHOD.md §4). None: no saliency ("PPC on SEAM").
         "saliency_dir": None,
+        # where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image
+        # on a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole
+        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop
+        "geometry": "authors",
+        # crop pixels outside a smaller image: black (the authors' zero container) | mean (ImageNet mean, 0 after
+        # normalisation; ours)
+        "crop_fill": "black",
+        # saliency map resampling with the image: bicubic (the authors' RandomResizeLong) | bilinear (ours)
+        "saliency_resize": "bicubic",
     },
     "fsae": {
         "enabled": True,
@@ -66,7 +75,18 @@ DEFAULTS: dict[str, Any] = {
         "strong_color_jitter": [0.3, 0.3, 0.3, 0.1],
         "n_ops": 5,
         "blur_sigma": [0.1, 2.0],
-        "p_blur": 0.5,
+        "p_blur": 1.0,  # strong-view blur probability: 1.0 the authors (always) | 0.5 ours
+        # uint8 = every op on 8-bit levels with PIL's / torchvision's rounding, as the authors' PIL pipeline
+        # (fsae.augment.levels) | float = continuous ops on [0, 1] values (ours, fsae.augment.functional)
+        "arithmetic": "uint8",
+        # torchvision = the authors' GaussianBlur(k): k x k kernel, reflect border | wide = ours: 2*ceil(3 sigma_max)+1
+        # taps, replicate border
+        "blur": "torchvision",
+        # k of the torchvision blur: 0 = drawn once per run from train.seed as the authors (1, 3, 5 with
+        # P .40/.40/.19; 1 = no blur) | a fixed odd k
+        "blur_kernel_size": 0,
+        # RandAugment Solarize threshold ~ U[0, solarize_max) levels: 256.0 the authors | 255.0 ours (U[0, 1])
+        "solarize_max": 256.0,
     },
     "optim": {
         "name": "sgd",  # sgd | adamw
@@ -97,6 +117,11 @@ DEFAULTS: dict[str, Any] = {
 CHOICES = {
     "method.name": ("ppc", "sipe", "mctformer"),
     "data.dataset": ("voc", "coco"),
+    "data.geometry": ("authors", "crop"),
+    "data.crop_fill": ("black", "mean"),
+    "data.saliency_resize": ("bicubic", "bilinear"),
+    "augment.arithmetic": ("uint8", "float"),
+    "augment.blur": ("torchvision", "wide"),
     "fsae.absent": ("zero", "exclude"),
     "fsae.teacher_mode": ("train", "eval"),
     "optim.name": ("sgd", "adamw"),
@@ -226,6 +251,14 @@ def _check_cam(config: dict[str, Any]) -> None:
         raise ConfigError(f"fsae.ema_decay must be in [0, 1), got {config['fsae']['ema_decay']}")
     if len(config["data"]["long_side"]) != 2 or config["data"]["long_side"][0] > config["data"]["long_side"][1]:
         raise ConfigError(f"data.long_side must be [min, max], got {config['data']['long_side']}")
+    aug = config["augment"]
+    if not 0 <= aug["p_blur"] <= 1:
+        raise ConfigError(f"augment.p_blur must be in [0, 1], got {aug['p_blur']}")
+    k = aug["blur_kernel_size"]
+    if k < 0 or (k > 0 and k % 2 == 0):
+        raise ConfigError(f"augment.blur_kernel_size must be 0 (drawn) or a positive odd k, got {k}")
+    if not 0 < aug["solarize_max"] <= 256:
+        raise ConfigError(f"augment.solarize_max must be in (0, 256], got {aug['solarize_max']}")
 
 
 CAM_SCHEMA = ConfigSchema(

@@ -2,8 +2,8 @@
 
 One optimizer step (METHOD.md §2-§3)::
 
-    crops (uint8, geometry from the loader) -> float [0, 1] on the device
-    weak   = WeakPerturbation(crops)      strong = StrongPerturbation(crops)    (pixel aligned)
+    uint8 canvases + crop boxes from the loader (or crops: data.geometry=crop), on the device
+    weak, strong = TrainingViews(...)     (each jittered over the whole image, then cropped: pixel aligned)
     base   = method(normalise(weak), labels, saliency=saliency)                 (base losses)
     teacher_logits = teacher(normalise(weak))                                   (EMA, no gradient)
     student_logits = method(normalise(strong))                                  (the student's CAM logits)
@@ -39,7 +39,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Sampler
 
-from fsae.augment import StrongPerturbation, WeakPerturbation
+from fsae.augment import TrainingViews
 from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
 from fsae.engine.config import ConfigError
 from fsae.losses import EMATeacher, FSAELoss
@@ -113,7 +113,14 @@ def build_dataset(config: dict[str, Any]):
     data = config["data"]
     if data["root"] is None:
         raise ConfigError("data.root is not set (give --data-root)")
-    geometry = train_geometry(data["crop_size"], tuple(data["long_side"]), data["flip"])
+    geometry = train_geometry(
+        data["crop_size"],
+        tuple(data["long_side"]),
+        data["flip"],
+        mode=data["geometry"],
+        crop_fill=data["crop_fill"],
+        saliency_resize=data["saliency_resize"],
+    )
     cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
     return cls(
         data["root"],
@@ -126,12 +133,12 @@ def build_dataset(config: dict[str, Any]):
 
 def build_components(
     config: dict[str, Any], num_classes: int, pretrained: bool | None = None
-) -> tuple[torch.nn.Module, EMATeacher, FSAELoss, WeakPerturbation, StrongPerturbation]:
-    """The method, its EMA teacher, the FSAE loss and the weak / strong perturbations of ``config``.
+) -> tuple[torch.nn.Module, EMATeacher, FSAELoss, TrainingViews]:
+    """The method, its EMA teacher, the FSAE loss and the weak / strong training views of ``config``.
 
     ``pretrained`` overrides ``method.pretrained`` (benchmarks build without downloading weights).
     """
-    method_cfg, fsae_cfg, aug = config["method"], config["fsae"], config["augment"]
+    method_cfg, fsae_cfg = config["method"], config["fsae"]
     method = build_method(
         method_cfg["name"],
         num_classes=num_classes,
@@ -149,11 +156,7 @@ def build_components(
         fsae_cfg["boundary_weight"],
         fsae_cfg["mask_student"],
     )
-    weak_aug = WeakPerturbation(tuple(aug["weak_color_jitter"]))
-    strong_aug = StrongPerturbation(
-        aug["n_ops"], tuple(aug["strong_color_jitter"]), tuple(aug["blur_sigma"]), aug["p_blur"]
-    )
-    return method, teacher, criterion, weak_aug, strong_aug
+    return method, teacher, criterion, TrainingViews.from_config(config)
 
 
 def build_optimizer(method: torch.nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -513,7 +516,7 @@ def train(
     set_seed(train_cfg["seed"], device_specific=False)
     dataset = build_dataset(config)
     loader = make_loader(dataset, per_process, processes, config)
-    method, teacher, criterion, weak_aug, strong_aug = build_components(config, dataset.num_classes)
+    method, teacher, criterion, views = build_components(config, dataset.num_classes)
     optimizer = build_optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     state = TrainState(train_cfg["seed"], accelerator.process_index)
@@ -526,13 +529,14 @@ def train(
     start_run(accelerator, config, output_dir, dataset, checkpoint, state, "fsae")
 
     def step(batch: dict[str, Any]) -> tuple[torch.Tensor, int, Callable[[], dict[str, float]]]:
-        crops = batch["image"].float().div_(255)
         labels = batch["labels"]
-        saliency = batch["saliency"].float().to(crops.device) if "saliency" in batch else None
-        weak = _normalise(weak_aug(crops, generator=state.generators["weak"]))
         # FSAE from fsae.start_step on (a warm-up lets the EMA teacher become worth copying first)
         expanding = fsae_cfg["enabled"] and state.step >= fsae_cfg["start_step"]
-        strong = _normalise(strong_aug(crops, generator=state.generators["strong"])) if expanding else None
+        weak01, strong01 = views(batch["image"], batch["geometry"], config["data"]["crop_size"], state.generators,
+                                 strong=expanding)  # fmt: skip
+        saliency = batch["saliency"].float().to(weak01.device) if "saliency" in batch else None
+        weak = _normalise(weak01)
+        strong = _normalise(strong01) if expanding else None
         with accelerator.autocast():
             terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,
                                state.generators["method"])  # fmt: skip
@@ -546,7 +550,7 @@ def train(
                 values.update({k: v.item() for k, v in criterion.last_stats.items()})
             return values
 
-        return loss, crops.shape[0], logs
+        return loss, weak01.shape[0], logs
 
     # The teacher follows the student also without FSAE (cheap): the first fsae.start_step steps of an FSAE
     # run are then exactly a baseline run's, so a baseline checkpoint can start an FSAE run (--resume PATH).

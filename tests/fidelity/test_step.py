@@ -49,7 +49,7 @@ def fixture() -> dict[str, np.ndarray]:
 def ours(fixture):
     """Run our two steps; returns (losses per step, lrs per step, grad summaries, update and EMA summaries)."""
     config = load_config(CONFIG, ["train.max_steps=2", "optim.schedule_steps=10", "method.pretrained=false"])
-    method, _, criterion, _, _ = build_components(config, num_classes=20, pretrained=False)
+    method, _, criterion, _ = build_components(config, num_classes=20, pretrained=False)
     method.load_state_dict(convert_ppc(authors_state_dict(0), method))
     method.train()
     teacher = EMATeacher(method, decay=config["fsae"]["ema_decay"], mode=config["fsae"]["teacher_mode"])
