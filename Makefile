@@ -26,7 +26,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/pip install $(TORCH) $(TORCHVISION) ninja "setuptools>=77" wheel
-	$(BIN)/pip install --no-build-isolation -e ".[test]"
+	$(BIN)/pip install --no-build-isolation -e ".[train,crf,tensorboard,sbd,test]"
 	$(BIN)/python -c "import fsae.ops; print('fsae build:', fsae.ops.build_info())"
 	touch $@
 

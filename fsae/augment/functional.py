@@ -69,7 +69,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import get_gaussian_kernel1d
+
+from fsae._optional import lazy
+
+# kornia only on the float blur's path, imported on its first call (the core install has torch and numpy only)
+get_gaussian_kernel1d = lazy(
+    "kornia.filters", "get_gaussian_kernel1d", "train", "fsae.augment.functional.gaussian_blur_"
+)
 
 __all__ = [
     "autocontrast_",

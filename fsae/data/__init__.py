@@ -1,16 +1,21 @@
 """Datasets (VOC 2012 + SBD, COCO 2014, the procedural toy set) and loader-side geometry.
 
-* :class:`VOCSegmentation`, :class:`COCOSegmentation`: the real layouts (METHOD.md §8),
+* :class:`VOCSegmentation`, :class:`COCOSegmentation`: the real layouts (docs/method.md §8),
   image-level labels derived from the masks and cached.
 * :func:`make_toy_dataset`: a small procedural dataset written in the exact VOC2012
   layout, read by :class:`VOCSegmentation` through the same code path.
 * :func:`convert_sbd`: SBD ``.mat`` -> ``SegmentationClassAug`` PNGs.
+* :func:`check_dataset`: read every file of a dataset once and list every bad one (``--check-data``).
 * :mod:`fsae.data.transforms`: random resize / flip / crop that record what they drew.
 """
 
+from fsae._optional import check
+
+check("fsae.data", "train", "PIL", "tqdm")
+
 from fsae.data.coco import COCO_CLASSES, COCOSegmentation
 from fsae.data.palette import IGNORE_INDEX, VOC_CLASSES
-from fsae.data.segmentation import DatasetError, SegmentationDataset
+from fsae.data.segmentation import DatasetError, SegmentationDataset, check_dataset
 from fsae.data.transforms import train_geometry
 from fsae.data.voc import VOCSegmentation
 
@@ -35,6 +40,7 @@ __all__ = [
     "DatasetError",
     "SegmentationDataset",
     "VOCSegmentation",
+    "check_dataset",
     "convert_sbd",
     "make_toy_dataset",
     "train_geometry",

@@ -3,8 +3,12 @@
 * :func:`fsae.engine.config.load_config`: defaults <- YAML <- ``key=value`` overrides, validated early.
 * :func:`fsae.engine.trainer.train`: the loop (see its module docstring for one step).
 * :func:`fsae.engine.seg_config.load_seg_config`, :func:`fsae.engine.seg_trainer.train_segmenter`,
-  :func:`fsae.engine.seg_trainer.evaluate_segmenter`: the second stage (DeepLab on pseudo-masks, METHOD.md §6).
+  :func:`fsae.engine.seg_trainer.evaluate_segmenter`: the second stage (DeepLab on pseudo-masks, docs/method.md §6).
 """
+
+from fsae._optional import check
+
+check("fsae.engine", "train")  # every piece of the training stack, before importing any
 
 from fsae.engine.config import DEFAULTS, ConfigError, load_config
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config

@@ -1,4 +1,4 @@
-"""Inference: multi-scale CAMs, seeds, dense CRF masks, loading trained runs (METHOD.md §6).
+"""Inference: multi-scale CAMs, seeds, dense CRF masks, loading trained runs (docs/method.md §6).
 
 * :func:`multiscale_cams`: normalised CAMs over scales x flips (fused normalisation).
 * :func:`dense_crf`, :func:`crf_mask`, :func:`crf_masks`: pydensecrf post-processing, one image or a
@@ -9,6 +9,10 @@
 * :func:`multiscale_segment`, :func:`segment_dataset`, :func:`load_segmenter`: the second stage's multi-scale +
   flip (+ CRF) inference and evaluation (``recipes/train_seg.py``).
 """
+
+from fsae._optional import check
+
+check("fsae.infer", "train")  # every piece of the training stack, before importing any
 
 from fsae.infer.cams import multiscale_cams
 from fsae.infer.checkpoint import load_cam_model

@@ -1,4 +1,4 @@
-"""Dense CRF post-processing (pydensecrf, METHOD.md §6): single images and a process pool for many."""
+"""Dense CRF post-processing (pydensecrf, docs/method.md §6): single images and a process pool for many."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 
+from fsae._optional import require
+
 __all__ = ["crf_mask", "crf_masks", "dense_crf"]
 
 
 def _densecrf():
-    try:
-        import pydensecrf.densecrf as dcrf
-    except ImportError as err:  # pragma: no cover - the wheel is a declared dependency
-        raise ImportError("dense CRF needs pydensecrf: pip install pydensecrf2") from err
-    return dcrf
+    return require("pydensecrf.densecrf", "crf", "fsae.infer.crf")
 
 
 def dense_crf(
@@ -73,7 +71,7 @@ def crf_mask(
     alpha: float = 8.0,
     **crf_options,
 ) -> np.ndarray:
-    """The CRF pseudo-mask of one image (METHOD.md §6, "Mask").
+    """The CRF pseudo-mask of one image (docs/method.md §6, "Mask").
 
     Args:
         image_uint8_hwc: ``(H, W, 3)`` uint8 RGB image.

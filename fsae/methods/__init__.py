@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import importlib
 
+from fsae._optional import check
+
+check("fsae.methods", "train", "timm", "safetensors")
+
 from fsae.methods.base import StepOutput, WSSSMethod
 
 __all__ = ["METHODS", "StepOutput", "WSSSMethod", "build_method"]

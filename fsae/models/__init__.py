@@ -6,6 +6,10 @@ Segmentation networks of the second stage: :class:`DeepLabV2`, :class:`DeepLabV3
 Importing :mod:`fsae.models` registers ``"resnet38d"`` (:mod:`fsae.models.resnet38d`) into timm's registry.
 """
 
+from fsae._optional import check
+
+check("fsae.models", "train", "timm", "safetensors")
+
 from fsae.models.deeplab import DeepLabV2, DeepLabV3Plus, build_segmenter
 from fsae.models.freeze import freeze_batchnorm, freeze_by_prefix
 from fsae.models.pretrained import LoadReport, PretrainedLoadWarning, create_backbone, load_pretrained

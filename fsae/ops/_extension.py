@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from types import ModuleType
 
 import torch
 
 _DISABLE_ENV = "FSAE_DISABLE_EXTENSION"
+
+
+def _install_hint(package_dir: Path | None = None) -> str:
+    """How to build the extension for the install at hand (a source checkout or an installed package)."""
+    root = (package_dir or Path(__file__).resolve().parents[1]).parent
+    if (root / "setup.py").is_file() and (root / "csrc").is_dir():  # editable install / checkout on sys.path
+        return f"Build it in the checkout {root}: `make install` or `pip install --no-build-isolation -e .`"
+    return (
+        "Reinstall fsae against this torch with a C++ compiler (and CUDA_HOME set to a CUDA toolkit for the "
+        "CUDA kernels): `pip install --no-build-isolation --force-reinstall --no-deps <fsae checkout or sdist>`"
+    )
 
 
 def _load() -> tuple[ModuleType | None, str]:
@@ -25,7 +37,7 @@ def _load() -> tuple[ModuleType | None, str]:
     except ImportError as err:
         warnings.warn(
             f"fsae: compiled extension fsae._C not available ({err}); using the pure PyTorch "
-            "reference ops (slower). Build it with `pip install --no-build-isolation -e .`.",
+            f"reference ops (slower). {_install_hint()}.",
             RuntimeWarning,
             stacklevel=3,
         )
