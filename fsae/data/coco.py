@@ -1,4 +1,4 @@
-"""MS-COCO 2014 for WSSS, in the layout of METHOD.md §8.
+"""MS-COCO 2014 for WSSS, in the layout of docs/method.md §8.
 
 ::
 

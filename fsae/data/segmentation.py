@@ -19,6 +19,13 @@ returns tensors: every ``image*`` array as ``uint8 (3, H, W)``, every
 ``float32 (C,)`` multi-hot, ``id`` as ``str``, plus whatever the transform
 recorded (e.g. ``geometry``).  The default collate stacks ``saliency`` into
 ``float32 (B, 1, H, W)``, geometry-aligned with ``image`` and ``mask``.
+
+With ``on_error="skip"`` an unreadable sample is replaced by the next readable one
+and recorded in a flag per sample held in shared memory, so the samples skipped
+inside DataLoader worker processes are seen by the main process:
+``dataset.skipped`` (how many) and ``dataset.skipped_ids()`` (which), e.g. for the
+end-of-training report.  :func:`check_dataset` reads every file once up front and
+lists every bad one.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,7 @@ from torch.utils.data import Dataset
 
 from fsae.data.palette import IGNORE_INDEX, read_label_png
 
-__all__ = ["DatasetError", "SegmentationDataset", "Transform"]
+__all__ = ["DatasetError", "SegmentationDataset", "Transform", "check_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +185,9 @@ class SegmentationDataset(Dataset):
         transform: ``transform(sample, rng) -> sample`` (geometry; see module docstring).
         seed: base seed of the per-sample generators; :meth:`set_epoch` varies them per epoch.
         on_error: ``"raise"`` (default) stops at an unreadable image or mask with a one-line
-            error naming the file; ``"skip"`` logs it, counts it in ``skipped`` and returns the
-            next readable sample instead (for long runs over data with a few corrupt files).
+            error naming the file; ``"skip"`` logs it (once per sample), records it (:attr:`skipped`,
+            :meth:`skipped_ids`; also from DataLoader workers) and returns the next readable sample
+            instead (for long runs over data with a few corrupt files).
         mask_lut: optional ``uint8 (256,)`` table applied to raw mask values (e.g. COCO ids).
         saliency_paths: per id, an 8-bit grayscale saliency map of the image's size (``uint8`` 0..255);
             items then hold ``saliency`` ``float32 (1, H, W)`` in [0, 1], transformed with the image.
@@ -212,7 +221,8 @@ class SegmentationDataset(Dataset):
         self.on_error = on_error
         self.mask_lut = mask_lut
         self.saliency_paths = saliency_paths
-        self.skipped = 0
+        # one flag per sample, in shared memory: set by whichever process (a DataLoader worker) failed to read it
+        self._bad = torch.zeros(max(len(self.ids), 1), dtype=torch.bool).share_memory_()
         _check_files_exist("image", image_paths, self.ids)
         if saliency_paths is not None:
             _check_files_exist("saliency map", saliency_paths, self.ids)
@@ -224,6 +234,16 @@ class SegmentationDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def skipped(self) -> int:
+        """How many samples (distinct ids) ``on_error="skip"`` has skipped so far, in this process and in its
+        DataLoader workers (whose copies of the dataset share the record)."""
+        return int(self._bad.sum())
+
+    def skipped_ids(self) -> list[str]:
+        """The ids of the samples skipped so far (see :attr:`skipped`), in dataset order."""
+        return [self.ids[i] for i in torch.nonzero(self._bad[: len(self.ids)]).flatten().tolist()]
 
     def set_epoch(self, epoch: int) -> None:
         """Vary the random geometry per epoch (call before each epoch, like a DistributedSampler)."""
@@ -241,14 +261,15 @@ class SegmentationDataset(Dataset):
         if self.on_error == "raise":
             return self._load(index)
         for attempt in range(len(self)):
+            j = (index + attempt) % len(self)
+            if self._bad[j]:  # known bad: not read again
+                continue
             try:
-                return self._load((index + attempt) % len(self))
+                return self._load(j)
             except DatasetError as err:
-                self.skipped += 1
-                log.warning(
-                    "skipping sample %d (%d skipped so far): %s", (index + attempt) % len(self), self.skipped, err
-                )
-        raise DatasetError("every sample of the dataset failed to load")
+                self._bad[j] = True
+                log.warning("skipping sample %s (%d skipped so far): %s", self.ids[j], self.skipped, err)
+        raise DatasetError(f"every sample of the dataset failed to load ({self.skipped} unreadable)")
 
     def _load(self, index: int) -> dict[str, Any]:
         sample_id = self.ids[index]
@@ -290,3 +311,65 @@ def _to_tensor(key: str, value: Any) -> Any:
             return torch.from_numpy(value.astype(np.float32) / 255.0)[None]
         return torch.from_numpy(np.clip(value, 0.0, 1.0).astype(np.float32))[None]
     return torch.from_numpy(value)
+
+
+def _check_sample(dataset: SegmentationDataset, sample_id: str) -> list[str]:
+    """Every problem of one sample's files (image, mask, saliency map), each a one-line reason naming the file."""
+    problems = []
+    try:
+        size = read_image(dataset.image_paths[sample_id]).shape[:2]
+    except DatasetError as err:
+        problems.append(str(err))
+        size = None
+    others = []
+    if dataset.mask_paths is not None:
+        path = dataset.mask_paths[sample_id]
+        others.append(("mask", path, lambda p: read_mask(p, dataset.num_classes, dataset.mask_lut)))
+    if dataset.saliency_paths is not None:
+        others.append(("saliency map", dataset.saliency_paths[sample_id], read_saliency))
+    for what, path, read in others:
+        try:
+            shape = read(path).shape
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        if size is not None and shape != size:
+            problems.append(f"{what} {path} is {shape[1]}x{shape[0]} but its image is {size[1]}x{size[0]}")
+    return problems
+
+
+def check_dataset(dataset: SegmentationDataset, workers: int | None = None) -> list[str]:
+    """Read every image, mask and saliency map of ``dataset`` once; every bad file with its reason.
+
+    The pre-scan behind a recipe's ``--check-data``: one pass over the files (no transform, no
+    labels), reporting all the problems at once instead of stopping (``on_error="raise"``) or
+    skipping (``"skip"``) at the first during training.  It checks what loading a sample checks:
+    the image decodes, the mask decodes and holds only 0..C and 255, the saliency map is an 8-bit
+    map, and mask and saliency map have the image's size.  Missing files are already an error
+    when the dataset is built.
+
+    Args:
+        dataset: a :class:`SegmentationDataset` (:class:`~fsae.data.VOCSegmentation`,
+            :class:`~fsae.data.COCOSegmentation`).
+        workers: reader threads (image decoding releases the GIL); None: up to 8, one per CPU;
+            0 or 1: in the calling thread.
+
+    Returns:
+        One line per bad file, in dataset order, each naming the file (the message the loader would
+        raise); empty when every file is readable.
+
+    Example::
+
+        problems = check_dataset(VOCSegmentation(root, "train_aug", saliency_dir="SALImages"), workers=8)
+        if problems:
+            raise SystemExit(f"{len(problems)} bad files:\n" + "\n".join(problems))
+    """
+    if workers is None:
+        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    ids = list(dataset.ids)
+    if workers <= 1:
+        results = [_check_sample(dataset, i) for i in _progress(ids, f"checking {len(ids)} samples")]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda i: _check_sample(dataset, i), ids, chunksize=16))
+    return [problem for problems in results for problem in problems]

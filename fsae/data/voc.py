@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 with the SBD-augmented masks (``SegmentationClassAug``).
 
-Layout (METHOD.md §8): ``root`` is the ``VOC2012`` folder::
+Layout (docs/method.md §8): ``root`` is the ``VOC2012`` folder::
 
     VOC2012/JPEGImages/{id}.jpg
     VOC2012/SegmentationClassAug/{id}.png     class-id palette PNGs, 255 = ignore

@@ -1,7 +1,7 @@
 """Training configuration: YAML files with defaults, ``--set key=value`` overrides, early validation.
 
 A config is a nested dict.  :data:`DEFAULTS` holds every key with its default (the paper's PPC + FSAE
-setting on VOC, METHOD.md §2-§4); a YAML file overrides part of it, ``--set a.b=value`` overrides one
+setting on VOC, docs/method.md §2-§4); a YAML file overrides part of it, ``--set a.b=value`` overrides one
 key (the value is parsed as YAML: ``--set optim.lr=0.02``, ``--set fsae.enabled=false``,
 ``--set data.long_side=[256,448]``).  Unknown keys and wrong types are :class:`ConfigError` before any
 heavy work starts.
@@ -14,6 +14,8 @@ fixed-length numeric lists, extra value checks, a hint for unknown keys) drives 
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,18 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CAM_SCHEMA", "DEFAULTS", "ConfigError", "ConfigSchema", "did_you_mean", "load_config", "set_key"]
+__all__ = [
+    "CAM_SCHEMA",
+    "DEFAULTS",
+    "ConfigError",
+    "ConfigSchema",
+    "accepted_options",
+    "check_backbone",
+    "check_options",
+    "did_you_mean",
+    "load_config",
+    "set_key",
+]
 
 
 class ConfigError(ValueError):
@@ -43,9 +56,13 @@ DEFAULTS: dict[str, Any] = {
         "crop_size": 448,
         "long_side": [448, 768],
         "flip": 0.5,
-        "num_workers": 4,
+        # loader worker processes per training process; None: the CPUs this process may use, at most 4
+        "num_workers": None,
+        # an unreadable image / mask / saliency map: raise (stop with the file's name) | skip (log it, train on the
+        # next sample; the dataset counts the skipped files: fsae.data.SegmentationDataset.skipped)
+        "on_error": "raise",
         # folder of off-the-shelf saliency maps under data.root (VOC: e.g. SALImages; COCO: inside the split's
-        # folder): PPC's EPS term L_sal (METHOD.md §4). None: no saliency ("PPC on SEAM").
+        # folder): PPC's EPS term L_sal (docs/method.md §4). None: no saliency ("PPC on SEAM").
         "saliency_dir": None,
         # where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image
         # on a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole
@@ -105,12 +122,14 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 8,  # global: split over processes and accumulation steps
         "gradient_accumulation_steps": 1,
         "max_steps": 20000,  # optimizer steps
-        "mixed_precision": "no",  # no | fp16 | bf16
+        # no | fp16 | bf16 | None: the launcher's (accelerate launch --mixed_precision / its config file, else no)
+        "mixed_precision": None,
         "seed": 0,
         "log_every": 20,
         "checkpoint_every": 1000,
         "keep_checkpoints": 2,
-        "tensorboard": False,
+        # Accelerate trackers, comma-separated (tensorboard, wandb, mlflow, ...), under OUTPUT/logs; None: none
+        "log_with": None,
     },
 }
 
@@ -120,6 +139,7 @@ CHOICES = {
     "data.geometry": ("authors", "crop"),
     "data.crop_fill": ("black", "mean"),
     "data.saliency_resize": ("bicubic", "bilinear"),
+    "data.on_error": ("raise", "skip"),
     "augment.arithmetic": ("uint8", "float"),
     "augment.blur": ("torchvision", "wide"),
     "fsae.absent": ("zero", "exclude"),
@@ -135,8 +155,45 @@ OPTIONAL = {
     "data.saliency_dir": str,
     "fsae.boundary_weight": float,
     "optim.schedule_steps": int,
+    "train.mixed_precision": str,
+    "train.log_with": str,
+    "data.num_workers": int,
 }
 FREE_FORM = {"method.options"}
+# Fixed-length lists of numbers.
+LISTS = {"data.long_side": 2, "augment.weak_color_jitter": 4, "augment.strong_color_jitter": 4, "augment.blur_sigma": 2}
+# The allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges.
+RANGES = {
+    "data.crop_size": ">= 1",
+    "data.long_side": ">= 1",
+    "data.flip": "[0, 1]",
+    "data.num_workers": ">= 0",
+    "fsae.weight": ">= 0",
+    "fsae.start_step": ">= 0",
+    "fsae.conf_threshold": "[0, 1]",
+    "fsae.ring_threshold": "[0, 1]",
+    "fsae.ring_kernel": ">= 1",
+    "fsae.boundary_weight": ">= 0",
+    "fsae.ema_decay": "[0, 1)",
+    "augment.weak_color_jitter": ">= 0",
+    "augment.strong_color_jitter": ">= 0",
+    "augment.n_ops": ">= 0",
+    "augment.blur_sigma": "> 0",
+    "augment.p_blur": "[0, 1]",
+    "augment.solarize_max": "(0, 256]",
+    "optim.lr": "> 0",
+    "optim.weight_decay": ">= 0",
+    "optim.momentum": "[0, 1)",
+    "optim.poly_power": "> 0",
+    "optim.warmup_steps": ">= 0",
+    "train.batch_size": ">= 1",
+    "train.gradient_accumulation_steps": ">= 1",
+    "train.max_steps": ">= 1",
+    "train.seed": ">= 0",
+    "train.log_every": ">= 1",
+    "train.checkpoint_every": ">= 1",
+    "train.keep_checkpoints": ">= 1",
+}
 
 
 def did_you_mean(dotted: str, known: Collection[str]) -> str:
@@ -157,6 +214,8 @@ class ConfigSchema:
         lists: dotted key -> the required length of its list of numbers.
         extra_check: ``config -> None`` run after the per-key checks; raises :class:`ConfigError`.
         unknown_hint: ``(dotted key, known dotted keys) -> str`` appended to the unknown-key error.
+        ranges: dotted numeric key -> its allowed range, ``"> 0"``, ``">= 1"`` or an interval ``"[0, 1)"``
+            (for a list key: of each of its numbers); an optional key's None is always allowed.
     """
 
     defaults: Mapping[str, Any]
@@ -166,6 +225,7 @@ class ConfigSchema:
     lists: Mapping[str, int] = field(default_factory=dict)
     extra_check: Callable[[dict[str, Any]], None] | None = None
     unknown_hint: Callable[[str, Collection[str]], str] = did_you_mean
+    ranges: Mapping[str, str] = field(default_factory=dict)
 
     def known(self) -> dict[str, Any]:
         """The flat ``{dotted key: default}`` of :attr:`defaults`."""
@@ -232,8 +292,144 @@ def _check_types(config: dict[str, Any], schema: ConfigSchema) -> None:
         length = schema.lists.get(key)
         if length is not None and (len(value) != length or not all(_is_number(v) for v in value)):
             raise ConfigError(f"{key} must be a list of {length} numbers, got {value!r}")
+        if key in schema.ranges:
+            _check_range(key, value, schema.ranges[key])
     if schema.extra_check is not None:
         schema.extra_check(config)
+
+
+def _in_range(value: float, spec: str) -> bool:
+    """Whether ``value`` lies in ``spec``: ``"> a"``, ``">= a"``, ``"< a"``, ``"<= a"`` or an interval ``"[a, b)"``."""
+    spec = spec.strip()
+    for op, test in ((">=", float.__ge__), ("<=", float.__le__), (">", float.__gt__), ("<", float.__lt__)):
+        if spec.startswith(op):
+            return test(float(value), float(spec[len(op) :]))
+    low, high = (float(x) for x in spec[1:-1].split(","))
+    above = value >= low if spec[0] == "[" else value > low
+    below = value <= high if spec[-1] == "]" else value < high
+    return above and below
+
+
+def _check_range(key: str, value: Any, spec: str) -> None:
+    """:class:`ConfigError` ``"optim.lr must be > 0, got -1"`` unless ``value`` (each number of a list) is in range."""
+    allowed = spec if spec[0] in "<>" else f"in {spec}"
+    if isinstance(value, list):
+        if not all(_is_number(v) and _in_range(v, spec) for v in value):
+            raise ConfigError(f"{key} must be a list of numbers {allowed}, got {value!r}")
+    elif value is not None and not _in_range(value, spec):
+        raise ConfigError(f"{key} must be {allowed}, got {value!r}")
+
+
+def check_backbone(key: str, name: str) -> None:
+    """:class:`ConfigError` ``"method.backbone: unknown backbone 'resnet1888' (timm or fsae; did you mean
+    resnet18?)"`` unless ``name`` is a timm model (fsae's ``resnet38d`` included; a ``.tag`` allowed).
+
+    ``hf-hub:`` / ``local-dir:`` names are left to timm (they are resolved when the model is built).
+    """
+    import timm
+
+    import fsae.models  # noqa: F401  (registers resnet38d in timm's registry)
+
+    if ":" in name or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ConfigError(f"{key}: unknown backbone {name!r} (timm or fsae{hint})")
+
+
+# Where a constructor's ``**kwargs`` go: "module:class" -> ("module:class" of the receiver or "timm", the
+# receiver's arguments the forwarding class sets itself).  A ``**kwargs`` not listed here is not checked.
+_FORWARDS = {
+    "fsae.methods.sipe:SIPEMethod": ("fsae.models.sipe_net:SIPENet", ("background_head",)),
+    "fsae.methods.mctformer:MCTformerMethod": ("fsae.models.mctformer_net:MCTformerV2Net", ()),
+    "fsae.models.sipe_net:SIPENet": ("timm", ("features_only", "out_indices")),
+    "fsae.models.mctformer_net:MCTformerV2Net": ("timm", ("features_only", "dynamic_img_size")),
+}
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _import(target: str) -> Any:
+    import importlib
+
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _timm_arguments(backbone: str) -> set[str] | None:
+    """The keyword arguments ``timm.create_model(backbone, ...)`` takes: its own plus those of the model classes
+    of the backbone's timm module (the classes taking ``num_classes``); None when they cannot be found."""
+    import timm
+    from torch import nn
+
+    try:
+        from timm.models._registry import model_entrypoint
+
+        module = inspect.getmodule(model_entrypoint(backbone.split(".")[0]))
+    except Exception:  # an hf-hub name, a timm without this helper: leave the check to timm
+        return None
+    names = {n for n, p in inspect.signature(timm.create_model).parameters.items() if p.kind in _NAMED}
+    names |= {"features_only", "out_indices", "feature_cls", "feature_cfg", "output_stride"}
+    found = False
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        if cls.__module__ != getattr(module, "__name__", None) or not issubclass(cls, nn.Module):
+            continue
+        for base in cls.__mro__:
+            if base is nn.Module:
+                break
+            if "__init__" in vars(base):
+                params = inspect.signature(base.__init__).parameters
+                if "num_classes" in params:
+                    found = True
+                    names |= {n for n, p in params.items() if p.kind in _NAMED}
+    return names - {"self", "model_name"} if found else None
+
+
+def accepted_options(target: Any, backbone: str) -> set[str] | None:
+    """The keyword arguments class ``target`` (or ``"module:class"``) accepts, following its ``**kwargs`` as
+    :data:`_FORWARDS` says (down to timm's model for ``backbone``); None when some ``**kwargs`` is open-ended."""
+    names: set[str] = set()
+    taken: set[str] = set()
+    while True:
+        cls = _import(target) if isinstance(target, str) else target
+        params = inspect.signature(cls).parameters
+        names |= {n for n, p in params.items() if p.kind in _NAMED}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names - taken
+        forward = _FORWARDS.get(f"{cls.__module__}:{cls.__qualname__}")
+        if forward is None:
+            return None
+        target, fixed = forward
+        taken |= set(fixed)
+        if target == "timm":
+            timm_names = _timm_arguments(backbone)
+            return None if timm_names is None else (names | timm_names) - taken
+
+
+def check_options(key: str, options: Mapping[str, Any], target: Any, fixed: Mapping[str, str], backbone: str) -> None:
+    """:class:`ConfigError` naming ``key.<option>`` for an option the class ``target`` does not accept (with the
+    accepted ones), or for one of ``fixed`` (``{argument: where it comes from}``: set by the trainer)."""
+    for name in options:
+        if name in fixed:
+            raise ConfigError(f"{key}.{name}: not an option, it is set from {fixed[name]}")
+    accepted = accepted_options(target, backbone)
+    if accepted is None:
+        return
+    accepted -= set(fixed)
+    for name, value in options.items():
+        if name not in accepted:
+            close = difflib.get_close_matches(str(name), accepted, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"unknown option {key}.{name}={value!r}{hint}; accepted options: {', '.join(sorted(accepted))}"
+            )
+
+
+METHOD_FIXED = {
+    "num_classes": "the dataset",
+    "backbone": "method.backbone",
+    "pretrained": "method.pretrained",
+    "pretrained_path": "method.pretrained_path",
+}
 
 
 def _check_cam(config: dict[str, Any]) -> None:
@@ -259,10 +455,27 @@ def _check_cam(config: dict[str, Any]) -> None:
         raise ConfigError(f"augment.blur_kernel_size must be 0 (drawn) or a positive odd k, got {k}")
     if not 0 < aug["solarize_max"] <= 256:
         raise ConfigError(f"augment.solarize_max must be in (0, 256], got {aug['solarize_max']}")
+    if aug["blur_sigma"][0] > aug["blur_sigma"][1]:
+        raise ConfigError(f"augment.blur_sigma must be [min, max], got {aug['blur_sigma']}")
+    for name in ("weak_color_jitter", "strong_color_jitter"):
+        if aug[name][3] > 0.5:
+            raise ConfigError(f"augment.{name}: its hue (the 4th number) must be in [0, 0.5], got {aug[name]}")
+    # the expensive checks last (they import timm and the method's module)
+    from fsae.methods import METHODS
+
+    method = config["method"]
+    check_backbone("method.backbone", method["backbone"])
+    check_options("method.options", method["options"], METHODS[method["name"]], METHOD_FIXED, method["backbone"])
 
 
 CAM_SCHEMA = ConfigSchema(
-    defaults=DEFAULTS, choices=CHOICES, optional=OPTIONAL, free_form=FREE_FORM, extra_check=_check_cam
+    defaults=DEFAULTS,
+    choices=CHOICES,
+    optional=OPTIONAL,
+    free_form=FREE_FORM,
+    lists=LISTS,
+    extra_check=_check_cam,
+    ranges=RANGES,
 )
 
 
@@ -271,14 +484,32 @@ def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     _set(config, dotted, value, CAM_SCHEMA)
 
 
+def _yaml_where(err: yaml.YAMLError, one_line: bool = False) -> str:
+    """``" at line 3, column 7: expected ',' or ']', but got '<scalar>'"`` from a PyYAML error (1-based, one line;
+    ``one_line``: the column only)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    if mark is None:
+        return f": {problem}"
+    where = (
+        f"column {mark.column + 1}"
+        if one_line and mark.line == 0
+        else f"line {mark.line + 1}, column {mark.column + 1}"
+    )
+    return f" at {where}: {problem}"
+
+
 def load_config(
-    path: str | Path | None = None, overrides: Iterable[str] = (), schema: ConfigSchema = CAM_SCHEMA
+    path: str | Path | None = None,
+    overrides: Iterable[str | tuple[str, Any]] = (),
+    schema: ConfigSchema = CAM_SCHEMA,
 ) -> dict[str, Any]:
     """``schema.defaults`` <- YAML file <- ``key=value`` overrides (values parsed as YAML), validated.
 
     Args:
         path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys), or None.
-        overrides: ``"a.b=value"`` strings, applied in order after the file.
+        overrides: ``"a.b=value"`` strings (the value parsed as YAML), or ``("a.b", value)`` pairs (the value as
+            is: paths and flags from a command line), applied in order after the file.
         schema: the keys, types and checks; :data:`CAM_SCHEMA` (the CAM stage) by default.
 
     Returns:
@@ -295,19 +526,22 @@ def load_config(
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}: not valid YAML{_yaml_where(err)}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         for key, value in loaded.items():
             _set(config, str(key), value, schema)
     for item in overrides:
+        if isinstance(item, tuple):  # (key, value) from a command-line flag: the value as given, never YAML
+            _set(config, item[0], item[1], schema)
+            continue
         if "=" not in item:
             raise ConfigError(f"override must look like key=value, got {item!r}")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {err}") from None
+            raise ConfigError(f"override {item!r}: value is not valid YAML{_yaml_where(err, one_line=True)}") from None
         _set(config, key.strip(), value, schema)
     _check_types(config, schema)
     return config

@@ -1,7 +1,7 @@
 """Configuration of the segmentation stage (``recipes/train_seg.py``): defaults, YAML, ``--set`` overrides.
 
 Same conventions as :mod:`fsae.engine.config` (the CAM stage): a nested dict, :data:`SEG_DEFAULTS` holds every
-key with its default -- METHOD.md §6: DeepLab-v2 ResNet-101 on the pseudo-masks of train_aug, crop 448, scale
+key with its default -- docs/method.md §6: DeepLab-v2 ResNet-101 on the pseudo-masks of train_aug, crop 448, scale
 0.5-1.5, batch 10, lr 1e-3 (head x10), poly 0.9, weight decay 5e-4, 20k iterations; test at scales 0.5-1.75 with
 flips (+ CRF) -- a YAML file overrides part of it and ``--set a.b=value`` one key (value parsed as YAML).  Unknown
 keys, wrong types and impossible values are a :class:`~fsae.engine.config.ConfigError` before any heavy work.
@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from fsae.engine.config import ConfigError, ConfigSchema, did_you_mean, load_config
+from fsae.engine.config import ConfigError, ConfigSchema, check_backbone, check_options, did_you_mean, load_config
 
 __all__ = ["SEG_DEFAULTS", "SEG_SCHEMA", "load_seg_config"]
 
@@ -42,7 +42,11 @@ SEG_DEFAULTS: dict[str, Any] = {
         "crop_size": 448,
         "scale": [0.5, 1.5],
         "flip": 0.5,
-        "num_workers": 4,
+        # loader worker processes per training process; None: the CPUs this process may use, at most 4
+        "num_workers": None,
+        # an unreadable image / mask: raise (stop with the file's name) | skip (log it, train on the next sample;
+        # the dataset counts the skipped files: fsae.data.SegmentationDataset.skipped)
+        "on_error": "raise",
     },
     "optim": {
         "name": "sgd",  # sgd | adamw
@@ -58,12 +62,14 @@ SEG_DEFAULTS: dict[str, Any] = {
         "batch_size": 10,  # global: split over processes and accumulation steps
         "gradient_accumulation_steps": 1,
         "max_steps": 20000,
-        "mixed_precision": "no",  # no | fp16 | bf16
+        # no | fp16 | bf16 | None: the launcher's (accelerate launch --mixed_precision / its config file, else no)
+        "mixed_precision": None,
         "seed": 0,
         "log_every": 20,
         "checkpoint_every": 1000,
         "keep_checkpoints": 2,
-        "tensorboard": False,
+        # Accelerate trackers, comma-separated (tensorboard, wandb, mlflow, ...), under OUTPUT/logs; None: none
+        "log_with": None,
     },
     "eval": {
         "after_training": True,  # evaluate eval.split when training ends
@@ -115,6 +121,45 @@ def _check(config: dict[str, Any]) -> None:
         raise ConfigError(f"eval.scales must be a non-empty list of positive numbers, got {ev['scales']!r}")
     if ev["crf_iterations"] < 0 or ev["crf_workers"] < 0:
         raise ConfigError("eval.crf_iterations and eval.crf_workers must be >= 0")
+    # the expensive checks last (they import timm and the model module)
+    from fsae.models.deeplab import SEGMENTERS
+
+    model = config["model"]
+    check_backbone("model.backbone", model["backbone"])
+    check_options("model.options", model["options"], SEGMENTERS[model["name"]], MODEL_FIXED, model["backbone"])
+
+
+# the segmenter's arguments set from their own keys (build_segmenter), not from model.options
+MODEL_FIXED = {
+    "num_classes": "the dataset",
+    "backbone": "model.backbone",
+    "pretrained": "model.pretrained",
+    "pretrained_path": "model.pretrained_path",
+    "output_stride": "model.output_stride",
+    "freeze_bn": "model.freeze_bn",
+}
+# the allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges
+SEG_RANGES = {
+    "data.crop_size": ">= 8",
+    "data.flip": "[0, 1]",
+    "data.num_workers": ">= 0",
+    "optim.lr": "> 0",
+    "optim.weight_decay": ">= 0",
+    "optim.momentum": "[0, 1)",
+    "optim.poly_power": "> 0",
+    "optim.warmup_steps": ">= 0",
+    "train.batch_size": ">= 1",
+    "train.gradient_accumulation_steps": ">= 1",
+    "train.max_steps": ">= 1",
+    "train.seed": ">= 0",
+    "train.log_every": ">= 1",
+    "train.checkpoint_every": ">= 1",
+    "train.keep_checkpoints": ">= 1",
+    "eval.crf_workers": ">= 0",
+    "eval.crf_iterations": ">= 0",
+    "eval.crf_gaussian": "> 0",
+    "eval.crf_bilateral": "> 0",
+}
 
 
 SEG_SCHEMA = ConfigSchema(
@@ -122,6 +167,7 @@ SEG_SCHEMA = ConfigSchema(
     choices={
         "model.name": ("deeplabv2", "deeplabv3plus"),
         "model.output_stride": (8, 16, 32),
+        "data.on_error": ("raise", "skip"),
         "data.dataset": ("voc",),
         "data.split": ("train_aug", "train", "trainval"),
         "eval.split": ("val", "train", "trainval", "train_aug"),
@@ -137,14 +183,18 @@ SEG_SCHEMA = ConfigSchema(
         "data.pseudo_labels": str,
         "eval.split": str,
         "eval.predict_split": str,
+        "train.mixed_precision": str,
+        "train.log_with": str,
+        "data.num_workers": int,
     },
     free_form=frozenset({"model.options"}),
     lists={"data.scale": 2, "eval.crf_gaussian": 2, "eval.crf_bilateral": 3},
     extra_check=_check,
     unknown_hint=_hint,
+    ranges=SEG_RANGES,
 )
 
 
-def load_seg_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+def load_seg_config(path: str | Path | None = None, overrides: Iterable[str | tuple[str, Any]] = ()) -> dict[str, Any]:
     """:data:`SEG_DEFAULTS` <- YAML file <- ``key=value`` overrides, validated (:class:`ConfigError` otherwise)."""
     return load_config(path, overrides, SEG_SCHEMA)

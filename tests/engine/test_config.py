@@ -64,10 +64,10 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 0.05\n")
     config = load_config(
-        path, ["optim.lr=0.02", "fsae.enabled=false", "data.long_side=[256, 448]", "method.options.top=3"]
+        path, ["optim.lr=0.02", "fsae.enabled=false", "data.long_side=[256, 448]", "method.options.small_size=3"]
     )
     assert config["optim"]["lr"] == 0.02 and config["fsae"]["enabled"] is False
-    assert config["data"]["long_side"] == [256, 448] and config["method"]["options"] == {"top": 3}
+    assert config["data"]["long_side"] == [256, 448] and config["method"]["options"] == {"small_size": 3}
     assert load_config(path)["optim"]["lr"] == 0.05
 
 
@@ -104,6 +104,11 @@ def test_bad_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("optim: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+    (tmp_path / "flow.yaml").write_text("data:\n  long_side: [448, 768}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "flow.yaml")
+    where = "at line 2, column 23: expected ',' or ']', but got '}'"
+    assert str(err.value) == f"{tmp_path / 'flow.yaml'}: not valid YAML {where}"
     (tmp_path / "section.yaml").write_text("optimizer:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="unknown config key 'optimizer'"):
         load_config(tmp_path / "section.yaml")
@@ -172,3 +177,122 @@ def test_default_hint_and_set_key():
     assert config["optim"]["lr"] == 0.5 and config["optim"]["name"] == "adamw" and config["optim"]["momentum"] == 0.9
     with pytest.raises(ConfigError, match="unknown config key 'optim.foo'"):
         set_key(config, "optim", {"foo": 1})
+
+
+# --- values, backbones and options checked before anything is built ---------------------------------------------
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Fail the test if a config check builds a model (timm.create_model / build_method / build_segmenter)."""
+    import timm
+
+    import fsae.methods
+    import fsae.models.deeplab
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built while loading a config")
+
+    monkeypatch.setattr(timm, "create_model", refuse)
+    monkeypatch.setattr(fsae.methods, "build_method", refuse)
+    monkeypatch.setattr(fsae.models.deeplab, "build_segmenter", refuse)
+
+
+PPC_OPTIONS = (
+    "contrast_scores, freeze_bn, freeze_stem, head_dropout, nce_weight, ppc_channel_quirk, saliency_alpha, "
+    "saliency_small, saliency_tau, saliency_total, small_size, temperature"
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=-1", "optim.lr must be > 0, got -1"),
+        ("optim.lr=0", "optim.lr must be > 0, got 0"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay must be >= 0, got -0.1"),
+        ("optim.momentum=1.0", "optim.momentum must be in [0, 1), got 1.0"),
+        ("optim.poly_power=0", "optim.poly_power must be > 0, got 0"),
+        ("optim.warmup_steps=-1", "optim.warmup_steps must be >= 0, got -1"),
+        ("data.crop_size=0", "data.crop_size must be >= 1, got 0"),
+        ("data.num_workers=-1", "data.num_workers must be >= 0, got -1"),
+        ("data.flip=2", "data.flip must be in [0, 1], got 2"),
+        ("data.long_side=[0, 10]", "data.long_side must be a list of numbers >= 1, got [0, 10]"),
+        ("data.on_error=ignore", "data.on_error must be one of ('raise', 'skip'), got 'ignore'"),
+        ("fsae.weight=-1", "fsae.weight must be >= 0, got -1"),
+        ("fsae.conf_threshold=1.5", "fsae.conf_threshold must be in [0, 1], got 1.5"),
+        ("fsae.ring_threshold=-0.1", "fsae.ring_threshold must be in [0, 1], got -0.1"),
+        ("fsae.ring_kernel=0", "fsae.ring_kernel must be >= 1, got 0"),
+        ("fsae.boundary_weight=-2.0", "fsae.boundary_weight must be >= 0, got -2.0"),
+        ("augment.n_ops=-1", "augment.n_ops must be >= 0, got -1"),
+        ("augment.blur_sigma=[0, 2]", "augment.blur_sigma must be a list of numbers > 0, got [0, 2]"),
+        ("augment.blur_sigma=[2, 1]", "augment.blur_sigma must be [min, max], got [2, 1]"),
+        ("augment.blur_sigma=[1]", "augment.blur_sigma must be a list of 2 numbers, got [1]"),
+        (
+            "augment.weak_color_jitter=[0.3, -0.3, 0.3, 0.1]",
+            "augment.weak_color_jitter must be a list of numbers >= 0, got [0.3, -0.3, 0.3, 0.1]",
+        ),
+        (
+            "augment.strong_color_jitter=[0.3, 0.3, 0.3, 0.6]",
+            "augment.strong_color_jitter: its hue (the 4th number) must be in [0, 0.5], got [0.3, 0.3, 0.3, 0.6]",
+        ),
+        ("train.seed=-1", "train.seed must be >= 0, got -1"),
+        ("train.keep_checkpoints=0", "train.keep_checkpoints must be >= 1, got 0"),
+        (
+            "method.backbone=resnet1888",
+            "method.backbone: unknown backbone 'resnet1888' (timm or fsae; did you mean resnet18?)",
+        ),
+        (
+            "method.options.smal_size=3",
+            f"unknown option method.options.smal_size=3 (did you mean small_size?); accepted options: {PPC_OPTIONS}",
+        ),
+        ("method.options.backbone=resnet18", "method.options.backbone: not an option, it is set from method.backbone"),
+        ("method.options.num_classes=3", "method.options.num_classes: not an option, it is set from the dataset"),
+        (
+            "data.long_side=[448, 768",
+            "override 'data.long_side=[448, 768': value is not valid YAML at column 10: expected ',' or ']', "
+            "but got '<stream end>'",
+        ),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_anything_is_built(nothing_built, override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method.name=sipe", "method.backbone=resnet50", "method.options.frozen_levls=1"],
+         "unknown option method.options.frozen_levls=1 (did you mean frozen_levels?); accepted options: "),
+        (["method.name=sipe", "method.backbone=resnet50", "method.options.background_head=true"],
+         "unknown option method.options.background_head=True; accepted options: "),
+        (["method.name=mctformer", "method.backbone=deit_small_patch16_224", "method.options.evalcam=attach"],
+         "unknown option method.options.evalcam='attach' (did you mean eval_cam?); accepted options: "),
+    ],
+)  # fmt: skip
+def test_options_forwarded_to_the_network_and_timm_are_checked(nothing_built, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_valid_backbones_and_options_load(nothing_built):
+    assert load_config(None, ["method.backbone=resnet38d"])["method"]["backbone"] == "resnet38d"  # fsae's own
+    assert load_config(None, ["method.backbone=resnet18.a1_in1k"])["method"]["backbone"] == "resnet18.a1_in1k"
+    sipe = ["method.name=sipe", "method.backbone=resnet50"]
+    config = load_config(None, [*sipe, "method.options.frozen_levels=1", "method.options.drop_path_rate=0.1"])
+    assert config["method"]["options"] == {"frozen_levels": 1, "drop_path_rate": 0.1}  # SIPENet's, timm ResNet's
+    mct = ["method.name=mctformer", "method.backbone=deit_small_patch16_224"]
+    config = load_config(None, [*mct, "method.options.depth=2", "method.options.eval_cam=attach"])
+    assert config["method"]["options"] == {"depth": 2, "eval_cam": "attach"}
+    assert load_config(None, ["data.on_error=skip"])["data"]["on_error"] == "skip"
+    assert DEFAULTS["data"]["on_error"] == "raise"
+    assert load_config(None, ["fsae.boundary_weight=null"])["fsae"]["boundary_weight"] is None
+
+
+def test_a_bad_backbone_in_a_file_names_the_key(nothing_built, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method:\n  backbone: resnet1888\n")
+    with pytest.raises(ConfigError, match=r"^method.backbone: unknown backbone 'resnet1888' \(timm or fsae; did"):
+        load_config(path)
