@@ -1,6 +1,6 @@
 """The second stage: train a segmentation network on pseudo-masks, evaluate it, write server predictions.
 
-One optimizer step (METHOD.md §6)::
+One optimizer step (docs/method.md §6)::
 
     crops (uint8, scale U[0.5, 1.5] + flip + crop from the loader) -> float, ImageNet-normalised on the device
     logits = model(crops)                              (B, K, h, w) at output stride 8 (v2) / 4 (v3+)
@@ -24,7 +24,6 @@ Command line (:func:`main`, run by ``recipes/train_seg.py`` with ``python`` or `
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,19 +36,24 @@ from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
 from fsae.engine.cli import run_job
 from fsae.engine.config import ConfigError
+from fsae.engine.rundir import prepare_run_dir
 from fsae.engine.seg_config import load_seg_config
 from fsae.engine.trainer import (
     TrainState,
     _check_finite,
     _normalise,
     build_optimizer,
+    check_data,
     find_checkpoint,
+    loader_workers,
     lr_factor,
     make_accelerator,
     make_loader,
+    report_skipped,
     run_steps,
     split_batch,
     start_run,
+    with_precision,
 )
 
 __all__ = [
@@ -97,6 +101,8 @@ def _check_mask_sizes(dataset: VOCSegmentation) -> None:
             with Image.open(image_path) as image, Image.open(mask_path) as mask:
                 image_size, mask_size = image.size, mask.size
         except (OSError, SyntaxError) as err:  # PIL's UnidentifiedImageError is an OSError
+            if dataset.on_error == "skip":  # the loader skips (and counts) it
+                continue
             raise DatasetError(f"unreadable image or mask for {sample_id}: {err}") from None
         if image_size != mask_size:
             raise DatasetError(
@@ -113,7 +119,13 @@ def build_train_dataset(config: dict[str, Any], output_dir: str | Path) -> VOCSe
     mask_dir = str(resolve_pseudo_labels(data["pseudo_labels"])) if data["pseudo_labels"] else data["gt_mask_dir"]
     geometry = seg_train_geometry(data["crop_size"], tuple(data["scale"]), data["flip"])
     dataset = VOCSegmentation(
-        root, data["split"], transform=geometry, mask_dir=mask_dir, cache_dir=output_dir, seed=config["train"]["seed"]
+        root,
+        data["split"],
+        transform=geometry,
+        mask_dir=mask_dir,
+        cache_dir=output_dir,
+        seed=config["train"]["seed"],
+        on_error=data.get("on_error", "raise"),
     )
     _check_mask_sizes(dataset)
     return dataset
@@ -168,24 +180,33 @@ def train_segmenter(
     resume: str | None = None,
     accelerator=None,
     progress: bool = True,
+    overwrite: bool = False,
+    check: bool = False,
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     """Train ``config`` into ``output_dir``; returns (summary, the trained network unwrapped).
 
     Writes ``config.yaml`` (effective config + ``_run`` facts), ``log.jsonl``, ``checkpoints/step_*`` every
     ``train.checkpoint_every`` steps and at the end, and ``model.safetensors``.  With ``resume`` (``"latest"`` or a
-    checkpoint folder) it continues bit-identically.  The caller ends the accelerator (``end_training``).
+    checkpoint folder) it continues bit-identically.  ``output_dir`` must be empty unless resuming or
+    ``overwrite`` (:func:`fsae.engine.rundir.prepare_run_dir`).  The caller ends the accelerator (``end_training``).
     """
     from accelerate.utils import set_seed
 
     output_dir = Path(output_dir)
-    train_cfg = config["train"]
     if accelerator is None:
         accelerator = make_accelerator(config["train"], output_dir)
+    config = with_precision(config, accelerator)
+    train_cfg = config["train"]
     processes, _, per_process = split_batch(accelerator, train_cfg)
-    checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
+    # config and folder errors before heavy work (deriving the labels of the pseudo-masks)
+    prepare_run_dir(output_dir, resume=bool(resume), overwrite=overwrite, main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    checkpoint = find_checkpoint(output_dir, resume) if resume else None
 
     set_seed(train_cfg["seed"], device_specific=False)
     dataset = build_train_dataset(config, output_dir)
+    if check:
+        check_data(dataset, accelerator)
     loader = make_loader(dataset, per_process, processes, config)
     model = build_seg_model(config, dataset.num_classes)
     if config["model"]["sync_bn"] and processes > 1:
@@ -215,7 +236,9 @@ def train_segmenter(
         desc="train seg", progress=progress,
     )  # fmt: skip
     _save_model(accelerator, model, output_dir)
-    return {"steps": state.step, "epoch": state.epoch, **last}, accelerator.unwrap_model(model)
+    skipped = report_skipped(dataset, accelerator)
+    summary = {"steps": state.step, "epoch": state.epoch, **last, **({"skipped": skipped} if skipped else {})}
+    return summary, accelerator.unwrap_model(model)
 
 
 def evaluate_segmenter(
@@ -225,18 +248,19 @@ def evaluate_segmenter(
     accelerator=None,
     progress: bool = True,
     checkpoint: str | None = None,
+    datasets: dict[str, VOCSegmentation] | None = None,
 ) -> dict[str, Any] | None:
     """Score ``model`` on ``eval.split`` (``eval/metrics.json`` + ``eval/metrics.md``) and write the palette PNGs of
     ``eval.predict_split`` (``results/VOC2012/Segmentation/comp6_<split>_cls/<id>.png``).
 
     Multi-scale (``eval.scales``) + flip (``eval.flip``) + optional dense CRF (``eval.crf``), ids sharded over the
-    accelerator's processes.  Returns the metrics payload (None when ``eval.split`` is null).
+    accelerator's processes.  ``datasets``: :func:`eval_datasets` of the config, built before any work by the
+    caller (else here).  Returns the metrics payload (None when ``eval.split`` is null).
     """
     from fsae.infer.segment import prediction_dir, segment_dataset, write_metrics
 
     output_dir = Path(output_dir)
-    data, ev = config["data"], config["eval"]
-    root = _data_root(config)
+    ev = config["eval"]
     if accelerator is None:
         accelerator = make_accelerator(config["train"], output_dir)
     crf = None
@@ -252,13 +276,15 @@ def evaluate_segmenter(
         "crf": crf,
         "crf_workers": ev["crf_workers"],
         "accelerator": accelerator,
-        "num_workers": data["num_workers"],
+        "num_workers": loader_workers(config),
         "progress": progress,
     }
     model = model.to(accelerator.device)
+    if datasets is None:
+        datasets = eval_datasets(config, output_dir)
     payload = None
     if ev["split"] is not None:
-        dataset = VOCSegmentation(root, ev["split"], mask_dir=data["gt_mask_dir"], cache_dir=output_dir)
+        dataset = datasets[ev["split"]]
         predictions = prediction_dir(output_dir, ev["split"]) if ev["predict_split"] == ev["split"] else None
         metrics = segment_dataset(model, dataset, evaluate=True, predictions=predictions, **options)
         extra = {
@@ -276,11 +302,30 @@ def evaluate_segmenter(
             payload = {**extra, "miou": metrics["miou"]}
     if ev["predict_split"] is not None and ev["predict_split"] != ev["split"]:
         split = ev["predict_split"]
-        dataset = VOCSegmentation(root, split, mask_dir=data["gt_mask_dir"], cache_dir=output_dir)
+        dataset = datasets[split]
         segment_dataset(model, dataset, evaluate=False, predictions=prediction_dir(output_dir, split), **options)
         accelerator.print(f"wrote {len(dataset)} predictions to {prediction_dir(output_dir, split)}")
     accelerator.wait_for_everyone()
     return payload
+
+
+def eval_datasets(config: dict[str, Any], output_dir: str | Path) -> dict[str, VOCSegmentation]:
+    """The datasets of ``eval.split`` and ``eval.predict_split`` (those set), keyed by split: built before any
+    work, so that a missing split file, mask or image, or an empty split, stops a command at its start.
+
+    Raises:
+        DatasetError: a split cannot be read, or lists no images.
+    """
+    data, ev = config["data"], config["eval"]
+    root = _data_root(config)
+    splits = [split for split in (ev["split"], ev["predict_split"]) if split is not None]
+    datasets = {}
+    for split in dict.fromkeys(splits):
+        dataset = VOCSegmentation(root, split, mask_dir=data["gt_mask_dir"], cache_dir=output_dir)
+        if len(dataset) == 0:
+            raise DatasetError(f"split {split!r} of {root} lists no images")
+        datasets[split] = dataset
+    return datasets
 
 
 def build_parser(description: str = "", default_config: Path | None = None) -> argparse.ArgumentParser:
@@ -290,6 +335,10 @@ def build_parser(description: str = "", default_config: Path | None = None) -> a
     parser.add_argument("--pseudo-labels", type=Path, help="pseudo-mask folder, or its parent holding masks/")
     parser.add_argument("--output-dir", type=Path, required=True, help="where config, logs, checkpoints, eval go")
     parser.add_argument("--resume", help="'latest' or a checkpoint folder (output-dir/checkpoints/step_*)")
+    parser.add_argument("--check-data", action="store_true",
+                        help="read every training image and pseudo-mask first; list every bad file")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run (or the --eval-only results) already in --output-dir")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optim.lr=0.002 (repeatable)")  # fmt: skip
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), help="sets train.mixed_precision")
@@ -297,7 +346,7 @@ def build_parser(description: str = "", default_config: Path | None = None) -> a
     parser.add_argument("--eval-only", action="store_true", help="no training: evaluate --checkpoint")
     parser.add_argument("--checkpoint", type=Path,
                         help="with --eval-only: a run folder, checkpoints/step_* folder or .safetensors "
-                        "(default: --output-dir)")  # fmt: skip
+                        "(default: the run in --output-dir; its results then go to OUTPUT/eval_only)")  # fmt: skip
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--crf", action="store_true", help="dense CRF on the test-time probabilities (sets eval.crf)")
     parser.add_argument("--crf-workers", type=int, help="CRF processes per training process (eval.crf_workers)")
@@ -306,27 +355,25 @@ def build_parser(description: str = "", default_config: Path | None = None) -> a
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> list[str]:
-    overrides = list(args.overrides)
+def _overrides(args: argparse.Namespace) -> list[str | tuple[str, Any]]:
+    """``--set`` strings, then the flags as ``(key, value)`` pairs (values as given: never re-read as YAML)."""
+    overrides: list[str | tuple[str, Any]] = list(args.overrides)
     if args.data_root is not None:
         if not args.data_root.is_dir():
             raise ConfigError(f"data root not found: {args.data_root}")
-        overrides.append(f"data.root={json.dumps(str(args.data_root))}")
+        overrides.append(("data.root", str(args.data_root)))
     if args.pseudo_labels is not None:
         resolve_pseudo_labels(args.pseudo_labels)
-        overrides.append(f"data.pseudo_labels={json.dumps(str(args.pseudo_labels))}")
-    if args.mixed_precision is not None:
-        overrides.append(f"train.mixed_precision={args.mixed_precision}")
-    if args.max_steps is not None:
-        overrides.append(f"train.max_steps={args.max_steps}")
-    if args.crf:
-        overrides.append("eval.crf=true")
-    if args.crf_workers is not None:
-        overrides.append(f"eval.crf_workers={args.crf_workers}")
-    if args.predict_split is not None:
-        overrides.append(f"eval.predict_split={args.predict_split}")
-    if args.no_eval:
-        overrides.append("eval.after_training=false")
+        overrides.append(("data.pseudo_labels", str(args.pseudo_labels)))
+    flags = {
+        "train.mixed_precision": args.mixed_precision,
+        "train.max_steps": args.max_steps,
+        "eval.crf": True if args.crf else None,
+        "eval.crf_workers": args.crf_workers,
+        "eval.predict_split": args.predict_split,
+        "eval.after_training": False if args.no_eval else None,
+    }
+    overrides += [(key, value) for key, value in flags.items() if value is not None]
     return overrides
 
 
@@ -336,23 +383,38 @@ def training_function(config: dict[str, Any], args: argparse.Namespace) -> dict[
 
     output_dir = Path(args.output_dir)
     progress = not args.no_progress
+    overwrite = bool(getattr(args, "overwrite", False))
     if args.eval_only:
         source = Path(args.checkpoint) if args.checkpoint is not None else output_dir
-        accelerator = make_accelerator(config["train"], output_dir)
+        # never over another run's eval/: the run's own folder gets its eval-only results in eval_only/
+        inside = source.resolve() == output_dir.resolve() or output_dir.resolve() in source.resolve().parents
+        results = output_dir / "eval_only" if inside else output_dir
+        accelerator = make_accelerator(config["train"], results)
+        config = with_precision(config, accelerator)
+        prepare_run_dir(results, resume=False, overwrite=overwrite, main_process=accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+        datasets = eval_datasets(config, results)  # every split the command needs, before the model
         model, run_config = load_segmenter(source, device=accelerator.device)
         config = {**config, "model": run_config["model"]}
         if accelerator.is_main_process:
-            (output_dir / "eval").mkdir(parents=True, exist_ok=True)
-            (output_dir / "eval" / "config.yaml").write_text(
+            (results / "eval").mkdir(parents=True, exist_ok=True)
+            (results / "eval" / "config.yaml").write_text(
                 yaml.safe_dump({**config, "_run": {"checkpoint": str(source)}}, sort_keys=False)
             )
-        metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(source))
+        metrics = evaluate_segmenter(
+            config, model, results, accelerator, progress, checkpoint=str(source), datasets=datasets
+        )
         accelerator.end_training()
         return {"eval": metrics and {k: metrics[k] for k in ("split", "miou") if k in metrics}}
     accelerator = make_accelerator(config["train"], output_dir)
-    summary, model = train_segmenter(config, output_dir, args.resume, accelerator, progress)
-    if config["eval"]["after_training"] and (config["eval"]["split"] or config["eval"]["predict_split"]):
-        metrics = evaluate_segmenter(config, model, output_dir, accelerator, progress, checkpoint=str(output_dir))
+    evaluate = config["eval"]["after_training"] and (config["eval"]["split"] or config["eval"]["predict_split"])
+    datasets = eval_datasets(config, output_dir) if evaluate else None  # a missing split stops before training
+    check = bool(getattr(args, "check_data", False))
+    summary, model = train_segmenter(config, output_dir, args.resume, accelerator, progress, overwrite, check)
+    if evaluate:
+        metrics = evaluate_segmenter(
+            config, model, output_dir, accelerator, progress, checkpoint=str(output_dir), datasets=datasets
+        )
         if metrics is not None:
             summary["val_miou" if metrics.get("split") == "val" else "eval_miou"] = metrics["miou"]
     accelerator.end_training()
@@ -368,6 +430,8 @@ def main(argv: list[str] | None = None, description: str = "", default_config: P
             raise ConfigError("--checkpoint needs --eval-only (to continue training use --resume)")
         if args.eval_only and args.resume:
             raise ConfigError("--eval-only and --resume exclude each other")
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
         config = load_seg_config(args.config, _overrides(args))
         _data_root(config)
         return training_function(config, args)

@@ -1,6 +1,6 @@
 """The training loop: base method + FSAE + EMA teacher + device-side perturbations, on Accelerate.
 
-One optimizer step (METHOD.md §2-§3)::
+One optimizer step (docs/method.md §2-§3)::
 
     uint8 canvases + crop boxes from the loader (or crops: data.geometry=crop), on the device
     weak, strong = TrainingViews(...)     (each jittered over the whole image, then cropped: pixel aligned)
@@ -30,6 +30,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 from fsae.augment import TrainingViews
 from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
 from fsae.engine.config import ConfigError
+from fsae.engine.rundir import prepare_run_dir, trim_log
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
@@ -128,6 +130,7 @@ def build_dataset(config: dict[str, Any]):
         transform=geometry,
         seed=config["train"]["seed"],
         saliency_dir=data.get("saliency_dir"),
+        on_error=data.get("on_error", "raise"),
     )
 
 
@@ -231,7 +234,10 @@ def find_checkpoint(output_dir: Path, resume: str) -> Path:
     if resume != "latest":
         path = Path(resume)
         if not (path / "train_state.json").is_file():
-            raise ConfigError(f"not a checkpoint (no train_state.json): {path}")
+            hint = ""
+            if (path / "checkpoints").is_dir():  # a run folder: its newest checkpoint is probably meant
+                hint = f" (a run folder: --output-dir {path} --resume latest continues it)"
+            raise ConfigError(f"--resume {path}: not a checkpoint (no train_state.json){hint}")
         return path
     found = sorted((output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"))
     found = [p for p in found if (p / "train_state.json").is_file()]
@@ -314,6 +320,19 @@ def split_batch(accelerator, train_cfg: dict[str, Any]) -> tuple[int, int, int]:
     return processes, accumulation, train_cfg["batch_size"] // (processes * accumulation)
 
 
+def loader_workers(config: dict[str, Any]) -> int:
+    """``data.num_workers``, or when None the CPUs this process may use (at most 4: torch's suggested maximum
+    is the CPU count, and more workers than that only compete with the training threads)."""
+    workers = config["data"]["num_workers"]
+    if workers is not None:
+        return int(workers)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
+
 def make_loader(dataset, per_process: int, processes: int, config: dict[str, Any]) -> DataLoader:
     """The training loader: :class:`EpochSampler` order (resumable mid-epoch), whole micro-batches only.
 
@@ -327,7 +346,7 @@ def make_loader(dataset, per_process: int, processes: int, config: dict[str, Any
         dataset,
         batch_size=per_process,
         sampler=EpochSampler(len(dataset), seed),
-        num_workers=config["data"]["num_workers"],
+        num_workers=loader_workers(config),
         drop_last=True,
         # Its own generator: starting an epoch (or a resumed one) must not consume the global RNG,
         # whose state (dropout) a checkpoint restores.
@@ -375,10 +394,28 @@ def start_run(
             "resumed_from": str(checkpoint) if checkpoint else None,
         }
         (output_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": run}, sort_keys=False))
-    if config["train"]["tensorboard"]:
-        accelerator.init_trackers(tracker, config={k: str(v) for k, v in config.items()})
+    if checkpoint is not None and accelerator.is_main_process:
+        trim_log(output_dir / "log.jsonl", state.step)  # the steps after the checkpoint are logged again
+    if trackers(config["train"]):
+        accelerator.init_trackers(tracker, config=flat_hyperparameters(config))
     if checkpoint is not None:
         accelerator.print(f"resumed from {checkpoint} at step {state.step}")
+
+
+def flat_hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 0.01, ...}``: the config flattened for the trackers (lists and None as strings)."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                visit(value, f"{prefix}{key}.")
+        else:
+            ok = isinstance(node, (int, float, str, bool))
+            flat[prefix[:-1]] = node if ok else str(node)
+
+    visit(config, "")
+    return flat
 
 
 def run_steps(
@@ -409,12 +446,14 @@ def run_steps(
     processes, max_steps = accelerator.num_processes, train_cfg["max_steps"]
     log_file = output_dir / "log.jsonl"
     bar = None
-    if progress and accelerator.is_main_process:
+    if progress and accelerator.is_main_process and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=max_steps, initial=state.step, desc=desc, dynamic_ncols=True)
+    # without a bar (not a terminal: a cluster job's log; or --no-progress) one plain line per logged step
+    plain = bar is None and accelerator.is_main_process
     last: dict[str, float] = {}
-    images_seen, started = 0, time.perf_counter()
+    images_seen, started, first_step = 0, time.perf_counter(), state.step
     while state.step < max_steps:
         batches = accelerator.skip_first_batches(loader, state.batches) if state.batches else loader
         # Accelerate's loaders set the epoch of the sampler and the dataset from their own iteration
@@ -439,7 +478,7 @@ def run_steps(
             if state.step % train_cfg["log_every"] == 0 or state.step == max_steps:
                 elapsed = time.perf_counter() - started
                 last = {
-                    **logs(),
+                    **mean_over_processes(accelerator, logs()),
                     "lr": optimizer.param_groups[0]["lr"],
                     "images_per_s": images_seen / max(elapsed, 1e-9),
                 }
@@ -449,6 +488,11 @@ def run_steps(
                         f.write(json.dumps({"step": state.step, **last}) + "\n")
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.3f}", ips=f"{last['images_per_s']:.1f}")
+                    elif plain:
+                        done = state.step - first_step
+                        eta = elapsed / max(done, 1) * (max_steps - state.step)
+                        print(f"{desc} step {state.step}/{max_steps}  {format_values(last)}  ETA {_clock(eta)}",
+                              flush=True)  # fmt: skip
             if state.step % train_cfg["checkpoint_every"] == 0 and state.step < max_steps:
                 _save_checkpoint(accelerator, output_dir, state, train_cfg["keep_checkpoints"])
             if state.step >= max_steps:
@@ -462,14 +506,58 @@ def run_steps(
     return last
 
 
+def trackers(train_cfg: dict[str, Any]) -> list[str] | None:
+    """``train.log_with`` (comma-separated Accelerate tracker names) as a list, None for none."""
+    names = [name.strip() for name in (train_cfg.get("log_with") or "").split(",") if name.strip()]
+    return names or None
+
+
+def mean_over_processes(accelerator, values: dict[str, float]) -> dict[str, float]:
+    """``values`` (this process's logged losses and mask fractions) averaged over the processes; every process
+    calls it at the same step with the same keys."""
+    if accelerator.num_processes == 1 or not values:
+        return values
+    keys = sorted(values)
+    local = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    mean = accelerator.reduce(local, reduction="mean")
+    return dict(zip(keys, mean.tolist(), strict=True))
+
+
+def _number(value: Any) -> str:
+    """A logged value for people: 4 significant digits, small / large ones in exponent form."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.3e}"
+    return f"{value:.4g}"
+
+
+def format_values(values: dict[str, Any]) -> str:
+    """``"loss 0.5321  cls 0.2104  lr 1.000e-04  images/s 9.81"``: a log line's values, readable."""
+    names = {"images_per_s": "images/s"}
+    return "  ".join(f"{names.get(k, k)} {_number(v)}" for k, v in values.items())
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def make_accelerator(train_cfg: dict[str, Any], output_dir: Path) -> Any:
     """The ``accelerate.Accelerator`` of a training run (``train.mixed_precision``, ``gradient_accumulation_steps``,
-    ``tensorboard``; logs under ``output_dir/logs``), checked against how the process was launched.
+    ``log_with``; logs under ``output_dir/logs``), checked against how the process was launched.
+
+    ``train.mixed_precision`` None takes the launcher's precision (``accelerate launch --mixed_precision`` or its
+    config file, via ``ACCELERATE_MIXED_PRECISION``; ``no`` without a launcher); a value in the config (or the
+    recipe's ``--mixed-precision``) wins.  The precision in use is ``accelerator.mixed_precision``.
 
     Raises:
         ConfigError: the launcher started several processes (``WORLD_SIZE``) but Accelerate joined them into
             fewer (``accelerate launch --multi_gpu`` on a machine without GPUs does this): each process would
-            train alone and overwrite the others' files in ``output_dir``.
+            train alone and overwrite the others' files in ``output_dir``; or fp16 was asked for on a CPU (where
+            autocast has no float16 and the run would silently be float32).
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
@@ -477,7 +565,7 @@ def make_accelerator(train_cfg: dict[str, Any], output_dir: Path) -> Any:
     accelerator = Accelerator(
         mixed_precision=train_cfg["mixed_precision"],
         gradient_accumulation_steps=train_cfg["gradient_accumulation_steps"],
-        log_with="tensorboard" if train_cfg["tensorboard"] else None,
+        log_with=trackers(train_cfg),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -488,7 +576,38 @@ def make_accelerator(train_cfg: dict[str, Any], output_dir: Path) -> Any:
             "(`accelerate launch --multi_gpu` without GPUs?). On CPUs, launch with "
             "`ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N ...`"
         )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ConfigError("mixed precision fp16 needs a CUDA GPU; on a CPU use bf16 or no")
     return accelerator
+
+
+def check_data(dataset, accelerator) -> None:
+    """``--check-data``: read every file of ``dataset`` once before training (:func:`fsae.data.check_dataset`).
+
+    Raises:
+        DatasetError: one message listing every bad file with its reason.
+    """
+    from fsae.data import DatasetError, check_dataset
+
+    problems = check_dataset(dataset)
+    if problems:
+        raise DatasetError(f"{len(problems)} bad file(s) in the training set: " + "; ".join(problems))
+    accelerator.print(f"checked the {len(dataset)} training samples: every file reads")
+
+
+def report_skipped(dataset, accelerator) -> int:
+    """With ``data.on_error: skip``, say at the end how many samples were skipped (and which); returns the count."""
+    skipped = int(getattr(dataset, "skipped", 0))
+    if skipped:
+        ids = dataset.skipped_ids()
+        shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        accelerator.print(f"skipped {skipped} unreadable sample(s) (data.on_error=skip): {shown}")
+    return skipped
+
+
+def with_precision(config: dict[str, Any], accelerator) -> dict[str, Any]:
+    """``config`` with ``train.mixed_precision`` = the precision ``accelerator`` really runs (a new dict)."""
+    return {**config, "train": {**config["train"], "mixed_precision": str(accelerator.mixed_precision)}}
 
 
 def train(
@@ -497,24 +616,34 @@ def train(
     resume: str | None = None,
     accelerator=None,
     progress: bool = True,
+    overwrite: bool = False,
+    check: bool = False,
 ) -> dict[str, Any]:
     """Train ``config`` into ``output_dir``; returns a summary (steps, last losses, images/s).
 
-    Writes ``config.yaml`` (the effective config with the run facts), ``log.jsonl``, checkpoints under
-    ``checkpoints/step_*`` every ``train.checkpoint_every`` steps and at the end, and the final
-    ``model.safetensors`` / ``teacher.safetensors``.
+    Writes ``config.yaml`` (the effective config with the run facts; ``train.mixed_precision`` the precision
+    used), ``log.jsonl``, checkpoints under ``checkpoints/step_*`` every ``train.checkpoint_every`` steps and at
+    the end, and the final ``model.safetensors`` / ``teacher.safetensors``.  ``output_dir`` must be empty unless
+    ``resume`` continues a run (its log keeps each step once) or ``overwrite`` replaces the run in it
+    (:func:`fsae.engine.rundir.prepare_run_dir`).  ``check`` reads every training file first (:func:`check_data`).
     """
     from accelerate.utils import set_seed
 
     output_dir = Path(output_dir)
-    train_cfg, fsae_cfg = config["train"], config["fsae"]
     if accelerator is None:
-        accelerator = make_accelerator(train_cfg, output_dir)
+        accelerator = make_accelerator(config["train"], output_dir)
+    config = with_precision(config, accelerator)
+    train_cfg, fsae_cfg = config["train"], config["fsae"]
     processes, _, per_process = split_batch(accelerator, train_cfg)
-    checkpoint = find_checkpoint(output_dir, resume) if resume else None  # config errors before heavy work
+    # config and folder errors before heavy work
+    prepare_run_dir(output_dir, resume=bool(resume), overwrite=overwrite, main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    checkpoint = find_checkpoint(output_dir, resume) if resume else None
 
     set_seed(train_cfg["seed"], device_specific=False)
     dataset = build_dataset(config)
+    if check:
+        check_data(dataset, accelerator)
     loader = make_loader(dataset, per_process, processes, config)
     method, teacher, criterion, views = build_components(config, dataset.num_classes)
     optimizer = build_optimizer(method, config)
@@ -560,4 +689,5 @@ def train(
     )  # fmt: skip
     _save_weights(accelerator, method, teacher, output_dir)
     accelerator.end_training()
-    return {"steps": state.step, "epoch": state.epoch, **last}
+    skipped = report_skipped(dataset, accelerator)
+    return {"steps": state.step, "epoch": state.epoch, **last, **({"skipped": skipped} if skipped else {})}

@@ -1,4 +1,4 @@
-"""Pseudo-labels from a trained CAM network: seeds, CRF masks and their evaluation (METHOD.md §6).
+"""Pseudo-labels from a trained CAM network: seeds, CRF masks and their evaluation (docs/method.md §6).
 
 :func:`make_pseudo_labels` is the whole pipeline behind ``recipes/make_pseudo_labels.py`` (and what a
 benchmark calls in-process): for every image of a split it computes multi-scale CAMs (or reads CAMs saved
@@ -44,6 +44,7 @@ import yaml
 from fsae.data import COCOSegmentation, DatasetError, VOCSegmentation
 from fsae.data.palette import IGNORE_INDEX, write_label_png
 from fsae.engine.config import ConfigError
+from fsae.engine.rundir import check_writable
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
 from fsae.infer.cams import SCALE_RESIZES, imagenet_normalise, multiscale_cams
@@ -451,7 +452,10 @@ def make_pseudo_labels(
     if from_cams is not None:
         from_cams = _cams_folder(from_cams)
     sources = _resolve_sources(checkpoint, weights, from_cams, data_root, dataset, split)
+    check_writable(Path(output_dir))  # a file or a read-only folder stops here, before the network runs
     data = _build_dataset(sources["dataset"], sources["data_root"], sources["split"])
+    if len(data) == 0:
+        raise DatasetError(f"split {sources['split']!r} of {sources['data_root']} lists no images")
     accelerator = accelerator if accelerator is not None else _make_accelerator(device)
     device = torch.device(device) if device is not None else accelerator.device
     model = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from fsae.data import make_toy_dataset
@@ -51,6 +53,58 @@ def test_bad_input_exits_non_zero_with_one_line(toy_root, tmp_path, extra, messa
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_a_used_output_folder_is_refused_and_left_as_it_was(toy_root, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("an earlier run\n")
+    (out / "log.jsonl").write_text('{"step": 10}\n')
+    args = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(toy_root), *SMALL]
+    result = run([*args, "--output-dir", str(out)])
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: --output-dir {out} is not empty (config.yaml, log.jsonl): --resume latest continues that run, "
+        "--overwrite replaces it, or choose another folder"
+    ]
+    assert (out / "config.yaml").read_text() == "an earlier run\n"
+    assert (out / "log.jsonl").read_text() == '{"step": 10}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "log.jsonl"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    result = run([*args, "--output-dir", str(a_file)])
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"error: --output-dir {a_file} is a file, not a folder"
+    ], result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused on a CPU only")
+def test_fp16_on_a_cpu_is_refused(toy_root, tmp_path):
+    args = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(toy_root), *SMALL]
+    result = run([*args, "--output-dir", str(tmp_path / "out"), "--mixed-precision", "fp16"])
+    assert result.returncode == 1
+    message = "error: mixed precision fp16 needs a CUDA GPU; on a CPU use bf16 or no"
+    assert result.stderr.strip().splitlines() == [message], result.stderr
+    assert not (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_the_launchers_precision_applies_and_is_recorded_and_a_root_keeps_its_hash(toy_root, tmp_path):
+    # accelerate launch --mixed_precision bf16 (or its config file) sets ACCELERATE_MIXED_PRECISION; the config
+    # does not name a precision, so the launcher's applies.  A path is passed as given (not re-read as YAML: a
+    # '#' would start a comment).
+    root = tmp_path / "VOC #2"
+    root.symlink_to(toy_root, target_is_directory=True)
+    args = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(root), *SMALL,
+            "--max-steps", "1", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_MIXED_PRECISION": "bf16"}
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    written = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert written["train"]["mixed_precision"] == "bf16"
+    assert written["data"]["root"] == str(root)
+    # the summary is a line for people, not a dict of 16-digit floats
+    done = [line for line in result.stdout.splitlines() if line.startswith("done: ")]
+    assert len(done) == 1 and done[0].startswith("done: steps 1, epoch 0, ") and "{" not in done[0], result.stdout
+
+
 def test_an_unreadable_image_in_a_loader_worker_is_one_line(toy_root, tmp_path):
     # A DatasetError raised in a DataLoader worker reaches the main process with the worker's traceback in its
     # message; the recipe still prints its last line only.
@@ -65,9 +119,29 @@ def test_an_unreadable_image_in_a_loader_worker_is_one_line(toy_root, tmp_path):
                                                   f"'{victim}'"], result.stderr  # fmt: skip
 
 
+def test_check_data_lists_every_bad_file_and_skip_counts_them(toy_root, tmp_path):
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    victims = sorted((root / "JPEGImages").glob("*.jpg"))[:2]
+    for victim in victims:
+        victim.write_bytes(victim.read_bytes()[:100])  # truncated JPEGs
+    args = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(root), *SMALL,
+            "--max-steps", "3"]  # fmt: skip
+    checked = run([*args, "--check-data", "--output-dir", str(tmp_path / "checked")])
+    assert checked.returncode == 1, checked.stderr
+    lines = checked.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 2 bad file(s) in the training set: "), checked.stderr
+    assert all(str(victim) in lines[0] for victim in victims), lines[0]
+    assert not (tmp_path / "checked" / "checkpoints").exists()
+    skipped = run([*args, "--set", "data.on_error=skip", "--set", "train.batch_size=8",
+                   "--output-dir", str(tmp_path / "skipped")])  # fmt: skip
+    assert skipped.returncode == 0, skipped.stderr
+    assert "skipped 2 unreadable sample(s) (data.on_error=skip): " in skipped.stdout, skipped.stdout
+    assert "skipped 2" in skipped.stdout.splitlines()[-1], skipped.stdout
+
+
 def test_kill_and_resume_matches_an_uninterrupted_run(toy_root, tmp_path):
     base = [sys.executable, str(RECIPE), "--config", str(TOY_CONFIG), "--data-root", str(toy_root), *SMALL,
-            "--max-steps", "4", "--set", "train.checkpoint_every=2"]  # fmt: skip
+            "--max-steps", "4", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1"]  # fmt: skip
     assert run([*base, "--output-dir", str(tmp_path / "straight")]).returncode == 0
 
     # Kill the second run once its first checkpoint exists, then resume it.
@@ -85,6 +159,11 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy_root, tmp_path):
     shutil.rmtree(killed / "checkpoints" / "step_00000004", ignore_errors=True)  # as if killed before step 4
     resumed = run([*base, "--output-dir", str(killed), "--resume", "latest"])
     assert resumed.returncode == 0, resumed.stderr
+    # the log holds each step once (the steps after the checkpoint were logged again); off a terminal each logged
+    # step is a plain line, no carriage returns
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4], steps
+    assert "train step 4/4  cls " in resumed.stdout and "\r" not in resumed.stdout + resumed.stderr, resumed.stdout
     a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)

@@ -195,7 +195,7 @@ def test_a_run_trains_evaluates_and_writes_server_pngs(toy_root, pseudo, tmp_pat
     assert metrics["split"] == "val" and metrics["num_images"] == 8 and 0 <= metrics["miou"] <= 1
     assert list(metrics["iou"]) == list(VOC_CLASSES) and metrics["scales"] == [0.75, 1.0]
     assert "| background |" in (out / "eval" / "metrics.md").read_text()
-    assert f"'val_miou': {metrics['miou']}" in capsys.readouterr().out
+    assert f"val_miou {metrics['miou']:.4g}" in capsys.readouterr().out
     server = out / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
     test_ids = (toy_root / "ImageSets" / "Segmentation" / "test.txt").read_text().split()
     assert sorted(p.stem for p in server.iterdir()) == sorted(test_ids)
@@ -214,10 +214,19 @@ def test_a_run_trains_evaluates_and_writes_server_pngs(toy_root, pseudo, tmp_pat
     assert code == 0, capsys.readouterr().err
     assert json.loads((again / "eval" / "metrics.json").read_text())["iou"] == metrics["iou"]
     step = out / "checkpoints" / "step_00000004"
-    code = main(["--config", str(TOY_CONFIG), "--data-root", str(toy_root), "--output-dir", str(again), "--eval-only",
-                 "--checkpoint", str(step), "--no-progress", *tiny_args()])  # fmt: skip
+    args = ["--config", str(TOY_CONFIG), "--data-root", str(toy_root), "--eval-only", "--no-progress", *tiny_args()]
+    before = (again / "eval" / "metrics.json").read_text()
+    assert main([*args, "--output-dir", str(again), "--checkpoint", str(step)]) == 1  # results there already
+    assert "--overwrite replaces it" in capsys.readouterr().err
+    assert (again / "eval" / "metrics.json").read_text() == before
+    code = main([*args, "--output-dir", str(again), "--checkpoint", str(step), "--overwrite"])
     assert code == 0, capsys.readouterr().err
     assert json.loads((again / "eval" / "metrics.json").read_text())["miou"] == metrics["miou"]
+    # --eval-only on the run's own folder: its results go to eval_only/, the training run's eval/ stays
+    run_eval = (out / "eval" / "metrics.json").read_bytes()
+    assert main([*args, "--output-dir", str(out), "--crf"]) == 0, capsys.readouterr().err
+    assert (out / "eval" / "metrics.json").read_bytes() == run_eval
+    assert json.loads((out / "eval_only" / "eval" / "metrics.json").read_text())["crf"] is True
 
 
 def test_resume_after_a_crash_is_bit_identical(toy_root, pseudo, tmp_path, monkeypatch):
@@ -296,7 +305,7 @@ def mismatched(pseudo, tmp_path_factory):
         ("no_root", "error: data root not found: /nonexistent/VOC2012"),
         ("size", "error: mask {victim} is "),
         ("no_resume", "error: --resume latest: no checkpoint"),
-        ("bad_backbone", "error: model.backbone: timm has no model 'resnet_nope'"),
+        ("bad_backbone", "error: model.backbone: unknown backbone 'resnet_nope' (timm or fsae"),
         ("checkpoint_without_eval", "error: --checkpoint needs --eval-only"),
         ("eval_not_a_run", "error: checkpoint not found"),
     ],
@@ -328,6 +337,31 @@ def test_bad_input_is_one_line_and_exit_1(toy_root, pseudo, mismatched, tmp_path
         with Image.open(toy_root / "JPEGImages" / f"{victim.stem}.jpg") as image:
             w, h = image.size
         assert err.endswith(f"is {w}x{h - 5} but its image {toy_root / 'JPEGImages' / victim.stem}.jpg is {w}x{h}")
+
+
+@pytest.mark.parametrize("case", ["no_test_split", "empty_val", "training_without_test_split"])
+def test_every_split_is_checked_before_any_work(toy_root, pseudo, tmp_path, capsys, case):
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    lists = root / "ImageSets" / "Segmentation"
+    if case == "empty_val":
+        (lists / "val.txt").write_text("")
+        message = f"error: split 'val' of {root} lists no images"
+    else:
+        (lists / "test.txt").unlink()
+        message = f"error: split file not found: {lists / 'test.txt'}"
+    out = tmp_path / "out"
+    common = ["--config", str(TOY_CONFIG), "--data-root", str(root), "--output-dir", str(out), "--no-progress",
+              *tiny_args()]  # fmt: skip
+    if case == "training_without_test_split":  # stops before training, not after it
+        argv = [*common, "--pseudo-labels", str(pseudo), "--predict-split", "test"]
+    else:  # the model is not even loaded (the checkpoint does not exist)
+        argv = [*common, "--eval-only", "--checkpoint", str(tmp_path / "missing"), "--predict-split", "test"]
+        if case == "empty_val":
+            argv = argv[:-2]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [message], err
+    assert not (out / "checkpoints").exists() and not (out / "eval").exists() and not (out / "config.yaml").exists()
 
 
 def test_recipe_script_reports_errors_as_one_line(toy_root, tmp_path):

@@ -198,6 +198,7 @@ def test_a_launch_accelerate_did_not_join_is_refused(tmp_path, monkeypatch):
     class Unjoined:
         num_processes = 1
         distributed_type = real.distributed_type
+        mixed_precision, device = "no", real.device
 
         def __init__(self, **kwargs):
             pass

@@ -325,6 +325,20 @@ def test_bad_input_exits_1_with_one_line(run_dir, broken_root, tmp_path, capsys,
     assert len(err.splitlines()) == 1, err
 
 
+def test_an_empty_split_or_a_file_as_output_is_one_line_before_work(run_dir, toy_root, tmp_path, capsys):
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("")
+    out = tmp_path / "out"
+    assert recipe.main(["--checkpoint", str(run_dir), "--data-root", str(root), "--output-dir", str(out), "--eval",
+                        "--no-progress", "--scales", "1"]) == 1  # fmt: skip
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: split 'train' of {root} lists no images"]
+    assert not (out / "metrics.json").exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(a_file), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --output-dir {a_file} is a file, not a folder"]
+
+
 def test_the_script_reports_a_missing_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, str(RECIPE), "--checkpoint", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")],
