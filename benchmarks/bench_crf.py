@@ -3,7 +3,7 @@
 
 Every item is what ``recipes/make_pseudo_labels.py`` hands to ``crf_masks``: an ``(H, W, 3)`` uint8 image,
 ``(C=20, H, W)`` float32 normalised CAMs and the image's present classes; each mask is :func:`crf_mask` at the
-METHOD.md §6 defaults (background ``(1 - max cam)^8``, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
+docs/method.md §6 defaults (background ``(1 - max cam)^8``, Gaussian sxy 3 compat 3, bilateral sxy 80 srgb 13
 compat 10, 5 iterations).
 
 Inputs: the images of a toy dataset (:func:`fsae.data.make_toy_dataset`; ``--toy-root``, default

@@ -4,7 +4,7 @@
 For a trained CAM network (a training run's ``--output-dir`` or one of its ``checkpoints/step_*`` folders), every
 image of ``--split`` is resized so its long side is ``--long-side`` (the middle of the training range: the teacher
 sees training-sized crops), its CAM logits are computed and :func:`fsae.ops.expansion_masks` gives the teacher's
-pseudo-labels, confident mask and ring (METHOD.md §2) with the chosen thresholds.  The ground-truth mask, reduced
+pseudo-labels, confident mask and ring (docs/method.md §2) with the chosen thresholds.  The ground-truth mask, reduced
 to the CAM grid (nearest), scores them.  Printed, for each threshold setting:
 
 * ``conf %`` / ``ring %``: share of the (non-ignored) pixels in the confident mask / the ring;

@@ -8,7 +8,7 @@
 // with a tile of pixels, where the inner `for i < n` loops vectorise
 // (channel-outer, pixel-inner, contiguous loads for NCHW data).
 //
-// Math follows METHOD.md §2 and §6; see fsae/ops/reference.py for the same in
+// Math follows docs/method.md §2 and §6; see fsae/ops/reference.py for the same in
 // PyTorch.  `T` is the accumulate type (float, or double for float64 input);
 // `scalar_t` the storage type (float, double, c10::Half, c10::BFloat16).
 #pragma once
@@ -124,7 +124,7 @@ FSAE_HD T pow_nonneg(T base, T power) {
 }
 
 // ---------------------------------------------------------------------------
-// Label masking (METHOD.md §2).  Background = channel 0 is never masked; an
+// Label masking (docs/method.md §2).  Background = channel 0 is never masked; an
 // absent class gets logit 0 ("zero", the original's z_k * y_k) or -inf
 // ("exclude").  `present` is the (C) bool row of one image.
 // ---------------------------------------------------------------------------
@@ -307,7 +307,7 @@ FSAE_HD T normalize_minmax(T x, T lo, T hi, T eps) {
 }
 
 // ---------------------------------------------------------------------------
-// Seeds (METHOD.md §6): per lane, the argmax over [background, classes] of
+// Seeds (docs/method.md §6): per lane, the argmax over [background, classes] of
 // normalised CAMs (C channels, absent classes count as 0).  Background is the
 // constant `bg_threshold`, or max(1 - max_c cam, 0) ** bg_power.
 // ---------------------------------------------------------------------------

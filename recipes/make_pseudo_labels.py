@@ -1,4 +1,4 @@
-"""Seeds and CRF pseudo-masks from a trained CAM network, with their evaluation (METHOD.md §6).
+"""Seeds and CRF pseudo-masks from a trained CAM network, with their evaluation (docs/method.md §6).
 
     python recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train --eval --output-dir runs/pl
     accelerate launch recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train_aug \\

@@ -1,4 +1,4 @@
-"""Train the segmentation network (DeepLab) on pseudo-masks, then evaluate it (METHOD.md §6, second stage).
+"""Train the segmentation network (DeepLab) on pseudo-masks, then evaluate it (docs/method.md §6, second stage).
 
     accelerate launch recipes/train_seg.py --data-root /data/VOCdevkit/VOC2012 --pseudo-labels runs/pseudo \
         --output-dir runs/seg --set model.pretrained_path=/weights/resnet101_coco.pth

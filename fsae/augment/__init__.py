@@ -1,4 +1,4 @@
-"""Batched photometric perturbations of FSAE's weak and strong views (METHOD.md section 3).
+"""Batched photometric perturbations of FSAE's weak and strong views (docs/method.md §3).
 
 * :class:`WeakPerturbation`: torchvision-style ColorJitter, per sample.
 * :class:`StrongPerturbation`: a fresh ColorJitter, Gaussian blur (p = 0.5), and

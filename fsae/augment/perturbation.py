@@ -1,4 +1,4 @@
-"""The weak and strong photometric perturbations of FSAE (METHOD.md section 3), batched on the input's device.
+"""The weak and strong photometric perturbations of FSAE (docs/method.md §3), batched on the input's device.
 
 Both modules follow kornia.augmentation's contract: :meth:`generate_parameters`
 draws every random choice for a batch (on the CPU, from a ``torch.Generator``)
@@ -57,7 +57,7 @@ ARITHMETICS: tuple[str, ...] = ("float", "uint8")
 #: reflect border; rounded to levels in the uint8 arithmetic), the authors' blur.
 BLURS: tuple[str, ...] = ("wide", "torchvision")
 
-#: The 9 photometric RandAugment ops of METHOD.md section 3; ``params["ops"]`` indexes this tuple.
+#: The 9 photometric RandAugment ops of docs/method.md §3; ``params["ops"]`` indexes this tuple.
 RANDAUGMENT_OPS: tuple[str, ...] = (
     "autocontrast",
     "brightness",
@@ -368,7 +368,7 @@ class WeakPerturbation(_Photometric):
 class StrongPerturbation(_Photometric):
     """Photometric part of FSAE's strong view: ColorJitter, Gaussian blur, RandAugment; per sample, batched.
 
-    In order (METHOD.md section 3): a fresh ColorJitter as in :class:`WeakPerturbation`; a Gaussian
+    In order (docs/method.md §3): a fresh ColorJitter as in :class:`WeakPerturbation`; a Gaussian
     blur with probability ``p_blur``, sigma ~ U[blur_sigma] per sample; then ``n_ops``
     ops per sample drawn with replacement from :data:`RANDAUGMENT_OPS` (AutoContrast, Brightness,
     Color, Contrast, Sharpness with factor ~ U[0.05, 0.95]; Equalize; Identity; Posterize with bits

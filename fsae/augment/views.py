@@ -4,7 +4,7 @@
 (``batch["geometry"]``) into the float ``[0, 1]`` weak and strong views (ImageNet normalisation comes after).
 Two layouts, chosen by ``data.geometry`` (:func:`fsae.data.transforms.train_geometry`):
 
-* ``"authors"`` (the paper's pipeline, METHOD.md section 3): the loader resizes (long side, bicubic) and flips,
+* ``"authors"`` (the paper's pipeline, docs/method.md §3): the loader resizes (long side, bicubic) and flips,
   draws the crop box, and delivers the image top-left on a fixed ``(3, L, L)`` canvas (zeros outside).  Here
   each view is ColorJittered over the *whole* image (Contrast's mean over the image region only, as
   torchvision's ColorJitter on the resized PIL image), then cropped with ``crop_fill`` (black) where the crop

@@ -18,7 +18,7 @@ mapped back to its image:
 * ``crop_y, crop_x``: top-left of the crop window in the resized (flipped)
   image; negative when the image was smaller than the crop and was padded.
 
-METHOD.md §3 weak-view geometry: :func:`train_geometry` (long side
+docs/method.md §3 weak-view geometry: :func:`train_geometry` (long side
 U{448..768}, flip 0.5, 448 crop); COCO: ``train_geometry(321, (256, 448))``.
 ``train_geometry(..., mode="authors")`` is the authors' layout: the image is not
 cropped here but delivered, resized and flipped, top-left on a fixed
@@ -27,7 +27,7 @@ cropped here but delivered, resized and flipped, top-left on a fixed
 the crop (on the training device, :class:`fsae.augment.views.TrainingViews`);
 ``mask`` and ``saliency`` are cropped here (fill 255 / 0), and the saliency is
 resized bicubic as the authors' ``RandomResizeLong`` did.
-METHOD.md §6 second stage (DeepLab): :func:`seg_train_geometry` (scale U[0.5, 1.5],
+docs/method.md §6 second stage (DeepLab): :func:`seg_train_geometry` (scale U[0.5, 1.5],
 flip 0.5, 448 crop padded with the mean image / 255 ignore).
 """
 
@@ -299,7 +299,7 @@ def train_geometry(
     crop_fill: str = "mean",
     saliency_resize: str = "bilinear",
 ) -> Compose:
-    """The training geometry of METHOD.md §3: resize long side, flip, crop (+ optional second view).
+    """The training geometry of docs/method.md §3: resize long side, flip, crop (+ optional second view).
 
     Args:
         crop_size, long_side, flip_p: the crop side, the ``(min, max)`` long side, the flip probability.
@@ -330,7 +330,7 @@ def train_geometry(
 
 
 def seg_train_geometry(crop_size: int = 448, scale: tuple[float, float] = (0.5, 1.5), flip_p: float = 0.5) -> Compose:
-    """The segmentation-network geometry of METHOD.md §6: random scale, flip, ``crop_size`` crop.
+    """The segmentation-network geometry of docs/method.md §6: random scale, flip, ``crop_size`` crop.
 
     A scaled image smaller than the crop is padded with the ImageNet mean (0 after normalisation) and
     its mask with 255 (ignored by the loss), as in DeepLab.

@@ -1,4 +1,4 @@
-"""Multi-scale, flipped CAM inference (METHOD.md §6)."""
+"""Multi-scale, flipped CAM inference (docs/method.md §6)."""
 
 from __future__ import annotations
 

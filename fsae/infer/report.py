@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from fsae.data.palette import voc_palette
+from fsae.data.palette import IGNORE_INDEX, voc_palette
 
 __all__ = ["colorize_labels", "heatmap_overlay", "metrics_markdown", "plot_curve", "side_by_side"]
 
@@ -35,6 +35,7 @@ LINE_COLOURS = (
     (23, 190, 207),
 )
 MARKER_COLOURS = ((0, 0, 0), (214, 39, 40), (44, 160, 44), (148, 103, 189))
+MARKER_SHAPES = ("ring", "square", "diamond", "triangle")
 UNDEFINED = "—"
 
 
@@ -117,11 +118,30 @@ def plot_curve(
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, small, big = _font(14), _font(12), _font(16)
-    legend_entries = [(label, "line", LINE_COLOURS[i % len(LINE_COLOURS)]) for i, label in enumerate(series)]
-    legend_entries += [
-        (label, "marker", MARKER_COLOURS[i % len(MARKER_COLOURS)]) for i, label in enumerate(points_marked)
-    ]
+    # Each curve has its colour; a marked point takes the colour of its curve (the curve whose label its own label
+    # starts with, or the only curve) and a shape of its own, so two points of one curve stay apart.
+    curve_colours = {label: LINE_COLOURS[i % len(LINE_COLOURS)] for i, label in enumerate(series)}
+    legend_entries = [(label, "line", colour) for label, colour in curve_colours.items()]
+    uses: dict[str | None, int] = {}
+    for i, label in enumerate(points_marked):
+        owners = [curve for curve in series if label.startswith(curve)]
+        owner = max(owners, key=len) if owners else (next(iter(series)) if len(series) == 1 else None)
+        colour = curve_colours[owner] if owner is not None else MARKER_COLOURS[i % len(MARKER_COLOURS)]
+        shape = MARKER_SHAPES[uses.get(owner, 0) % len(MARKER_SHAPES)]
+        uses[owner] = uses.get(owner, 0) + 1
+        legend_entries.append((label, shape, colour))
     legend_width = max((_text_size(draw, label, small)[0] for label, _, _ in legend_entries), default=0) + 44
+
+    def marker(u: float, v: float, shape: str, colour: tuple[int, int, int], r: float = 6) -> None:
+        if shape == "square":
+            draw.rectangle([u - r + 1, v - r + 1, u + r - 1, v + r - 1], outline=colour, width=2)
+        elif shape == "diamond":
+            draw.polygon([(u, v - r), (u + r, v), (u, v + r), (u - r, v)], outline=colour, width=2)
+        elif shape == "triangle":
+            draw.polygon([(u, v - r), (u + r, v + r - 1), (u - r, v + r - 1)], outline=colour, width=2)
+        else:
+            draw.ellipse([u - r, v - r, u + r, v + r], outline=colour, width=2)
+
     y_step = y_ticks[1] - y_ticks[0]
     widest_tick = max(_text_size(draw, _tick_label(y, y_step), small)[0] for y in y_ticks)
     left = 6 + _text_size(draw, ylabel, font)[1] + 8 + widest_tick + 10  # y label, gap, tick labels, tick marks
@@ -166,9 +186,8 @@ def plot_curve(
         elif coords:
             u, v = coords[0]
             draw.ellipse([u - 2, v - 2, u + 2, v + 2], fill=colour)
-    for (_, _, colour), (x, y) in zip(legend_entries[len(series) :], points_marked.values(), strict=True):
-        u, v = px(x, y)
-        draw.ellipse([u - 6, v - 6, u + 6, v + 6], outline=colour, width=2)
+    for (_, shape, colour), (x, y) in zip(legend_entries[len(series) :], points_marked.values(), strict=True):
+        marker(*px(x, y), shape, colour)
 
     # Legend, right of the plot.
     lx, ly = right + 16, top
@@ -178,7 +197,7 @@ def plot_curve(
         if kind == "line":
             draw.line([(lx, mid), (lx + 28, mid)], fill=colour, width=3)
         else:
-            draw.ellipse([lx + 8, mid - 6, lx + 20, mid + 6], outline=colour, width=2)
+            marker(lx + 14, mid, kind, colour)
         draw.text((lx + 36, mid - lh / 2 - 2), label, fill="black", font=small)
         ly += 22
     image.save(path)
@@ -235,7 +254,8 @@ def side_by_side(
             classes (absent classes are zero) over the image.
         seed, mask, gt: ``(H, W)`` integer label maps (0..C, 255 = ignore), drawn in the VOC palette.
         titles: one title per panel slot (5); a panel whose array is None is left out with its title.
-        class_names: C+1 names; when given, a legend row names the classes that occur in the label panels.
+        class_names: C+1 names; when given, a legend (wrapped into rows) shows every class id that occurs in the
+            label panels, 255 = ignore included, as a swatch with the id in it and "id name" beside it.
     """
     image = np.asarray(image)
     height, width = image.shape[:2]
@@ -256,29 +276,46 @@ def side_by_side(
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     title_h = max(_text_size(probe, title, font)[1] for title, _ in panels) + 10
     gap = 6
+    # Legend: one swatch per class id that occurs in the label panels (255 = ignore included), each with its id
+    # written in the swatch and before its name, so classes of near-identical colours (aeroplane 1 (128, 0, 0)
+    # and chair 9 (192, 0, 0), bottle 5 and horse 13 in the VOC palette) stay apart.
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
     legend: list[tuple[int, str]] = []
     if class_names is not None and label_maps:
         present = sorted(set(np.unique(np.concatenate([np.asarray(m).ravel() for m in label_maps])).tolist()))
-        legend = [(c, class_names[c]) for c in present if 0 <= c < len(class_names)]
-    legend_h = title_h + 4 if legend else 0
-    canvas = Image.new(
-        "RGB", (len(panels) * width + (len(panels) + 1) * gap, height + title_h + legend_h + 2 * gap), "white"
-    )
+        legend = [(c, f"{c} {class_names[c]}") for c in present if 0 <= c < len(class_names)]
+        if IGNORE_INDEX in present and len(class_names) <= IGNORE_INDEX:
+            legend.append((IGNORE_INDEX, f"{IGNORE_INDEX} ignore"))
+    canvas_w = len(panels) * width + (len(panels) + 1) * gap
+    swatch = max(12, title_h - 8)
+    small = _font(max(10, swatch - 3))
+    entries = []  # (class id, text, x, row, swatch width)
+    x, row = gap, 0
+    for class_id, text in legend:
+        box_w = max(swatch, _text_size(probe, str(class_id), small)[0] + 6)
+        entry_w = box_w + 4 + _text_size(probe, text, font)[0] + 14
+        if x > gap and x + entry_w > canvas_w:
+            x, row = gap, row + 1
+        entries.append((class_id, text, x, row, box_w))
+        x += entry_w
+    row_h = swatch + 6
+    legend_h = (row + 1) * row_h + 4 if legend else 0
+    canvas = Image.new("RGB", (canvas_w, height + title_h + legend_h + 2 * gap), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (title, array) in enumerate(panels):
         x = gap + i * (width + gap)
         tw, _ = _text_size(draw, title, font)
         draw.text((x + max(0, (width - tw) / 2), gap), title, fill="black", font=font)
         canvas.paste(Image.fromarray(np.ascontiguousarray(array)), (x, gap + title_h))
-    if legend:
-        palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
-        x, y = gap, gap + title_h + height + 6
-        swatch = title_h - 10
-        for class_id, name in legend:
-            colour = tuple(int(v) for v in palette[class_id])
-            draw.rectangle([x, y, x + swatch, y + swatch], fill=colour, outline="black")
-            draw.text((x + swatch + 4, y - 2), name, fill="black", font=font)
-            x += swatch + 16 + _text_size(draw, name, font)[0]
+    top = gap + title_h + height + 6
+    for class_id, text, x, row, box_w in entries:
+        y = top + row * row_h
+        colour = tuple(int(v) for v in palette[class_id])
+        draw.rectangle([x, y, x + box_w, y + swatch], fill=colour, outline="black")
+        ink = "black" if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 else "white"
+        iw, ih = _text_size(draw, str(class_id), small)
+        draw.text((x + (box_w - iw) / 2, y + (swatch - ih) / 2 - 2), str(class_id), fill=ink, font=small)
+        draw.text((x + box_w + 4, y - 1), text, fill="black", font=font)
     canvas.save(path)
 
 

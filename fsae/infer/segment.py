@@ -1,4 +1,4 @@
-"""Segmentation-network inference and evaluation (METHOD.md §6, second stage).
+"""Segmentation-network inference and evaluation (docs/method.md §6, second stage).
 
 * :func:`multiscale_segment`: class probabilities averaged over input scales x horizontal flips.
 * :func:`segment_dataset`: a whole dataset (or this process's shard of it), optional dense CRF on a process pool,

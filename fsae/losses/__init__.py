@@ -1,6 +1,6 @@
 """Losses that other WSSS codebases import: pure tensors in, tensors out.
 
-* :class:`FSAELoss` / :func:`fsae_loss`: the FSAE expansion term (METHOD.md §2).
+* :class:`FSAELoss` / :func:`fsae_loss`: the FSAE expansion term (docs/method.md §2).
 * :class:`EMATeacher`: the exponential-moving-average teacher it needs.
 * Base-method terms (pure functions, background = channel 0): :mod:`fsae.losses.seam`
   (classification, background suppression, ER, ECR), :mod:`fsae.losses.eps` (saliency),

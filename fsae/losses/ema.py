@@ -1,4 +1,4 @@
-"""Exponential-moving-average teacher (METHOD.md §2)."""
+"""Exponential-moving-average teacher (docs/method.md §2)."""
 
 from __future__ import annotations
 

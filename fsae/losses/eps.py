@@ -1,4 +1,4 @@
-"""EPS saliency loss (Lee et al., CVPR 2021), as PPC uses it (METHOD.md §4, ``L_sal``).
+"""EPS saliency loss (Lee et al., CVPR 2021), as PPC uses it (docs/method.md §4, ``L_sal``).
 
 Needs off-the-shelf saliency maps; without them PPC runs as "PPC on SEAM" and
 this term is simply left out.  Project convention: CAM logits ``(B, C+1, h, w)``
@@ -46,7 +46,7 @@ def saliency_loss(
             to the PCM-refined CAM of both views).
         saliency: ``(B, 1, H, W)`` saliency in [0, 1] (any size).
         labels: ``(B, C)`` multi-hot.
-        tau: overlap threshold (0.4 in METHOD.md; EPS's argparse default is 0.5).
+        tau: overlap threshold (0.4 in docs/method.md §4; EPS's argparse default is 0.5).
         alpha: blending weight of the foreground map (0.5 VOC, 0.9 COCO).
 
     Returns:

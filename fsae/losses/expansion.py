@@ -1,4 +1,4 @@
-"""The FSAE term (METHOD.md §2) as a module and as a function.
+"""The FSAE term (docs/method.md §2) as a module and as a function.
 
 Drop-in for any WSSS training loop whose CAM head gives ``(B, C+1, h, w)``
 logits with channel 0 = background::

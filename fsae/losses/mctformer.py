@@ -1,4 +1,4 @@
-"""MCTformer-V2 losses (Xu et al., CVPR 2022; METHOD.md §5) as a pure tensor function."""
+"""MCTformer-V2 losses (Xu et al., CVPR 2022; docs/method.md §5) as a pure tensor function."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PPC pixel-to-prototype contrast (Du et al., CVPR 2022; METHOD.md §4, ``L_nce``).
+"""PPC pixel-to-prototype contrast (Du et al., CVPR 2022; docs/method.md §4, ``L_nce``).
 
 Reconstructed from the authors' ``get_contrast_loss``; pure tensor functions.
 Project convention: CAMs ``(B, C+1, h, w)`` with channel 0 = background (PPC

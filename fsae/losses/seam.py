@@ -1,4 +1,4 @@
-"""SEAM losses (Wang et al., CVPR 2020) as used by PPC (METHOD.md §4), as pure tensor functions.
+"""SEAM losses (Wang et al., CVPR 2020) as used by PPC (docs/method.md §4), as pure tensor functions.
 
 Project convention: CAM logits are ``(B, C+1, h, w)`` with channel 0 = background
 (SEAM itself puts background first as well; PPC moved it last); ``labels`` are

@@ -1,4 +1,4 @@
-"""SIPE losses (Chen et al., CVPR 2022; METHOD.md §5) as a pure tensor function.
+"""SIPE losses (Chen et al., CVPR 2022; docs/method.md §5) as a pure tensor function.
 
 Project convention: ``norm_cam`` / ``is_cam`` are ``(B, C+1, h, w)`` with channel
 0 = background; ``labels`` ``(B, C)`` multi-hot.

@@ -1,6 +1,6 @@
 """MCTformer-V2 as a :class:`~fsae.methods.base.WSSSMethod`, and how FSAE attaches to it.
 
-Base method (METHOD.md §5): :class:`~fsae.models.mctformer_net.MCTformerV2Net` trained with
+Base method (docs/method.md §5): :class:`~fsae.models.mctformer_net.MCTformerV2Net` trained with
 :func:`fsae.losses.mctformer.mctformer_loss` on the weak view: ``cls_token`` = multilabel soft margin on the
 class-token logits, ``cls_patch`` = the same on the global average pool of the patch CAM.
 

@@ -1,4 +1,4 @@
-"""PPC (Du et al., CVPR 2022) on SEAM, the base method of the paper's FSAE numbers (METHOD.md §4).
+"""PPC (Du et al., CVPR 2022) on SEAM, the base method of the paper's FSAE numbers (docs/method.md §4).
 
 One step sees the weak crop ``x1`` (448 px) and ``x2`` = ``x1`` resized to 128 px; the losses are
 

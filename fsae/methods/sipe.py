@@ -1,6 +1,6 @@
 """SIPE (Chen et al., CVPR 2022) as a :class:`~fsae.methods.base.WSSSMethod`, and how FSAE attaches to it.
 
-Base method (METHOD.md §5): :class:`~fsae.models.sipe_net.SIPENet` on the weak crop with its labels, losses from
+Base method (docs/method.md §5): :class:`~fsae.models.sipe_net.SIPENet` on the weak crop with its labels, losses from
 :func:`fsae.losses.sipe.sipe_loss`: ``cls`` = multilabel soft margin on GAP(cam), ``gsc`` = mean
 ``|norm_cam - is_cam / max|``. One view per step: ``images_small``, ``saliency`` and ``generator`` are not used.
 The original trains with SGD, poly decay, lr 0.1 (10x for the new layers), weight decay 1e-4, batch 16, 5 epochs,
@@ -11,12 +11,12 @@ SIPE has no background logit, so FSAE needs ``(B, C+1, h, w)`` logits from somew
 ``"derived"`` (default): logits are the log of SIPE's own normalised maps. With ``n_k = ReLU(cam_k) / max`` and
 ``m = max_k n_k`` (all classes: no labels are needed, so the teacher and inference can call it)::
 
-    p_0 = (1 - m) ** bg_power            (bg_power = 1: SIPE's own background map; 8 = the mask of METHOD.md §6)
+    p_0 = (1 - m) ** bg_power            (bg_power = 1: SIPE's own background map; 8 = the mask of docs/method.md §6)
     p_k = n_k                            k = 1..C
     z_c = log(max(p_c, eps)) - log(eps)  (eps = 1e-4; no temperature)
 
 so ``softmax(z)`` is exactly the normalised ``[p_0, p_1 .. p_C] / sum`` (after clamping at ``eps``). The shift by
-``-log(eps)`` is what makes it work with FSAE's original label masking ("multiply", METHOD.md §2), which sets the
+``-log(eps)`` is what makes it work with FSAE's original label masking ("multiply", docs/method.md §2), which sets the
 logits of absent classes to 0: here 0 is the smallest logit, the one of a map at (or below) ``eps``, so an absent
 class counts as a class with probability ``eps``. Unshifted log-probabilities (all <= 0) would make every absent
 class the most probable one and no pixel could ever be confident. Reaching ``tau_conf = 0.95``: at a pixel where

@@ -1,4 +1,4 @@
-"""Segmentation networks of the second stage (METHOD.md §6): DeepLab-v2 and DeepLab-v3+ over any timm CNN.
+"""Segmentation networks of the second stage (docs/method.md §6): DeepLab-v2 and DeepLab-v3+ over any timm CNN.
 
 * :class:`DeepLabV2` (Chen et al., TPAMI 2017): a dilated backbone at output stride 8 and the ASPP-v2 head, the
   *sum* of four 3x3 convolutions with dilations 6, 12, 18, 24 straight to class logits.  The WSSS papers train

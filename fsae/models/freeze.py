@@ -1,7 +1,7 @@
 """Freezing helpers: parameters by name prefix, and BatchNorm layers that stay frozen through ``model.train()``.
 
 PPC (like PSA and SEAM) trains the ResNet-38 backbone with ``conv1a`` and stage 2 frozen and every BatchNorm frozen:
-normalising with the ImageNet running statistics, affine parameters fixed, in train mode too (METHOD.md §4)::
+normalising with the ImageNet running statistics, affine parameters fixed, in train mode too (docs/method.md §4)::
 
     from fsae.models import PPC_FROZEN_PREFIXES, create_backbone, freeze_batchnorm, freeze_by_prefix
 

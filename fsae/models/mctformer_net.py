@@ -1,4 +1,4 @@
-"""MCTformer-V2 network (Xu et al., CVPR 2022; METHOD.md §5) over a timm Vision Transformer.
+"""MCTformer-V2 network (Xu et al., CVPR 2022; docs/method.md §5) over a timm Vision Transformer.
 
 The network is a timm ViT (DeiT-S/16 by default) whose single class token is replaced by ``C`` class tokens, one per
 foreground class, with a 3x3 convolution on the patch tokens as a second, dense classifier. Everything else is timm's:

@@ -1,4 +1,4 @@
-"""The PPC CAM network (METHOD.md §4): backbone, CAM head with background, projection head, PCM.
+"""The PPC CAM network (docs/method.md §4): backbone, CAM head with background, projection head, PCM.
 
 Same structure as SEAM's / PPC's ``resnet38_SEAM`` network, over any timm CNN:
 
@@ -78,7 +78,7 @@ class PPCNet(nn.Module):
         num_classes: C foreground classes (the head has C+1 channels).
         backbone: timm model name (``"resnet38d"``, the paper's; any CNN with ``features_only``).
         pretrained / pretrained_path: backbone weights (see :func:`fsae.models.create_backbone`).
-        freeze_bn: keep every BatchNorm frozen (METHOD.md §4); freeze_stem: freeze ``conv1a`` and stage 2
+        freeze_bn: keep every BatchNorm frozen (docs/method.md §4); freeze_stem: freeze ``conv1a`` and stage 2
             (resnet38d only).
         dropout: Dropout2d before ``fc8``.  0 (the default): the authors' PPC network has none there
             (only the backbone's own Dropout2d 0.3 / 0.5 in its last two blocks); SEAM's ``dropout7`` was 0.5.

@@ -1,6 +1,6 @@
 """SIPE's CAM network (Chen et al., "Self-supervised Image-specific Prototype Exploration", CVPR 2022) on timm.
 
-METHOD.md §5. Any timm CNN that supports ``features_only=True`` with four feature levels works as the backbone
+docs/method.md §5. Any timm CNN that supports ``features_only=True`` with four feature levels works as the backbone
 (ResNet-50 at output stride 16 by default; ``resnet18`` in the tests)::
 
     images (B, 3, H, W) --backbone--> x1, x2, x3, x4          four levels (timm out_indices (-4, -3, -2, -1))

@@ -5,7 +5,7 @@ message), then runs the fused kernel of ``fsae._C`` when the extension is
 loaded and has kernels for the inputs' device, else the reference in
 :mod:`fsae.ops.reference`.  Both paths give the same results (tested).
 
-Shapes and dtypes follow DESIGN.md: CAM logits ``(B, C+1, H, W)`` with
+Shapes and dtypes follow docs/method.md §1: CAM logits ``(B, C+1, H, W)`` with
 channel 0 = background, ``labels (B, C)`` multi-hot (float or bool; a class
 is present where its label is non-zero).  Inputs may be float16, bfloat16,
 float32 or float64 and need not be contiguous; the math runs in float32
@@ -132,7 +132,7 @@ def expansion_masks(
     ring_kernel: int = 3,
     absent: str = "zero",
 ) -> ExpansionMasks:
-    """Teacher-side FSAE masks (METHOD.md §2).
+    """Teacher-side FSAE masks (docs/method.md §2).
 
     Args:
         teacher_logits: ``(B, C+1, H, W)`` CAM logits, channel 0 = background.
@@ -216,7 +216,7 @@ def expansion_loss(
     boundary_weight: float | None = None,
     mask_student: bool = True,
 ) -> tuple[torch.Tensor, ExpansionMasks]:
-    """The FSAE term: student CE on the teacher's expansion masks (METHOD.md §2).
+    """The FSAE term: student CE on the teacher's expansion masks (docs/method.md §2).
 
     Args:
         student_logits: ``(B, C+1, H, W)`` CAM logits of the student on the

@@ -1,6 +1,6 @@
 """Plain PyTorch implementation of the fused CAM ops.
 
-This module is the specification in code: every function follows METHOD.md
+This module is the specification in code: every function follows docs/method.md
 §2 / §6 line by line, written for clarity rather than speed.  It is the
 fallback used when the compiled extension is missing (or disabled with
 ``FSAE_DISABLE_EXTENSION=1``) and the oracle the extension is tested against.
@@ -8,7 +8,7 @@ fallback used when the compiled extension is missing (or disabled with
 The functions here do not validate their arguments; the public entry points
 in :mod:`fsae.ops` do that and then call either this module or ``fsae._C``.
 
-Conventions (DESIGN.md): CAM logits are ``(B, C+1, H, W)`` with channel 0 =
+Conventions (docs/method.md §1): CAM logits are ``(B, C+1, H, W)`` with channel 0 =
 background; ``labels`` are ``(B, C)`` multi-hot over the foreground classes
 (a class is present where its label is non-zero).  Half-precision inputs are
 computed in float32; float64 inputs stay float64.
@@ -40,7 +40,7 @@ class ExpansionMasks(NamedTuple):
         confidence: float32 (float64 for float64 input), max softmax probability.
         conf_mask: bool, ``confidence >= conf_threshold``.
         ring_mask: bool, the moderately confident ring around the confident
-            foreground (METHOD.md §2).
+            foreground (docs/method.md §2).
         mask: bool, ``conf_mask | ring_mask``: the pixels the student is
             supervised on.
     """
@@ -112,7 +112,7 @@ def cams_to_labels(
 ) -> torch.Tensor:
     """Seed labels from normalised CAMs ``(B, C, H, W)``.
 
-    Classes absent from ``labels`` are set to 0 (METHOD.md §6: foreground
+    Classes absent from ``labels`` are set to 0 (docs/method.md §6: foreground
     channels times image labels).  The background plane is the constant
     ``bg_threshold`` or ``max(1 - max_c cam, 0) ** bg_power``; the result is
     the argmax over ``[background, classes]`` (ties: lowest index, so
@@ -136,7 +136,7 @@ def expansion_masks(
     ring_kernel: int = 3,
     absent: str = "zero",
 ) -> ExpansionMasks:
-    """Teacher-side FSAE masks (METHOD.md §2) from ``teacher_logits (B, C+1, H, W)``.
+    """Teacher-side FSAE masks (docs/method.md §2) from ``teacher_logits (B, C+1, H, W)``.
 
     ``p = softmax(masked logits)``; confident pixels have ``max p >=
     conf_threshold``; the ring is ``maxpool_k(M_fg) & ~M_fg`` (stride 1, zero
@@ -170,7 +170,7 @@ def expansion_loss(
     boundary_weight: float | None = None,
     mask_student: bool = True,
 ) -> tuple[torch.Tensor, ExpansionMasks]:
-    """FSAE loss of the student on the teacher's expansion masks (METHOD.md §2).
+    """FSAE loss of the student on the teacher's expansion masks (docs/method.md §2).
 
     ``CE = logsumexp(l_s) - l_s[pseudo_label]`` per pixel on the label-masked
     student logits (the raw ones with ``mask_student=False``); the loss is

@@ -90,3 +90,86 @@ def test_missing_input_is_one_line_and_exit_1(demo: Path, tmp_path: Path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "metrics.json" in err[0]
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_verdict_is_computed_from_the_metrics(demo: Path, tmp_path: Path) -> None:
+    out = demo / "OUTPUT"
+    assert write_report.main(["--baseline", str(demo / "baseline"), "--fsae", str(demo / "fsae"),
+                              "--seg", str(demo / "seg"), "--output", str(out)]) == 0  # fmt: skip
+    report = (out / "report.md").read_text()
+    verdict = report.split("## Verdict\n\n", 1)[1].split("\n", 1)[0]
+    assert "raised seed mIoU at t=0.30 by 5.0 points (40.0 -> 45.0)" in verdict
+    assert "raised CRF mask mIoU by 5.0 points (45.0 -> 50.0)" in verdict
+    assert "raised CAM completeness by 12.0 points (50.0 -> 62.0)" in verdict
+    assert "FSAE gave better pseudo-labels than the baseline" in verdict
+    # where the analysis is: a link that resolves from the report's folder, and the section's name
+    link = verdict.split("](", 1)[1].split(")", 1)[0]
+    target, anchor = link.split("#")
+    assert (out / target).resolve() == (ROOT / "benchmarks" / "RESULTS.md").resolve()
+    assert anchor == "fsae-on-the-toy-dataset"
+    assert "## FSAE on the toy dataset" in (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    # why the second stage has no baseline network
+    assert "on FSAE's masks only" in report and "double the demo's second-stage time" in report
+
+    # swap the runs: the same figures, the other way round
+    swapped = tmp_path / "swapped"
+    assert write_report.main(["--baseline", str(demo / "fsae"), "--fsae", str(demo / "baseline"),
+                              "--output", str(swapped)]) == 0  # fmt: skip
+    verdict = (swapped / "report.md").read_text().split("## Verdict\n\n", 1)[1].split("\n", 1)[0]
+    assert "lowered seed mIoU at t=0.30 by 5.0 points (45.0 -> 40.0)" in verdict
+    assert "lowered CRF mask mIoU by 5.0 points (50.0 -> 45.0)" in verdict
+    assert "FSAE gave worse pseudo-labels than the baseline" in verdict and "raised" not in verdict
+
+
+def _legend_strip(path: Path, panel_height: int) -> np.ndarray:
+    with Image.open(path) as picture:
+        rgb = np.asarray(picture.convert("RGB"))
+    return rgb[panel_height + 30 :]  # below the titles and panels
+
+
+def test_picture_legend_shows_ignore_and_tells_close_colours_apart(tmp_path: Path) -> None:
+    from fsae.infer.report import side_by_side
+
+    height, width = 60, 80
+    image = np.full((height, width, 3), 120, np.uint8)
+    gt = np.zeros((height, width), np.uint8)
+    gt[5:25, 5:35], gt[30:55, 40:75], gt[27:29, :] = 1, 9, 255  # aeroplane, chair, an ignore band
+    path = tmp_path / "p.png"
+    side_by_side(path, image, None, gt, gt, gt, class_names=VOC_CLASSES)
+    strip = _legend_strip(path, height)
+    assert strip.shape[0] > 10  # there is a legend
+
+    def swatch_has_ink(colour: tuple[int, int, int], ink: str) -> bool:
+        ys, xs = np.nonzero((strip == colour).all(-1))
+        assert len(ys), f"no swatch of colour {colour} in the legend"
+        box = strip[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(int)
+        # the class id written in the swatch (anti-aliased): near-white or near-black pixels inside it
+        return bool((box.min(-1) > 200).any() if ink == "white" else (box.max(-1) < 60).any())
+
+    # the VOC colours of aeroplane and chair differ only in the red channel's second bit
+    assert (128, 0, 0) != (192, 0, 0)
+    assert swatch_has_ink((128, 0, 0), "white") and swatch_has_ink((192, 0, 0), "white")
+    assert swatch_has_ink((224, 224, 192), "black")  # 255 = ignore, cream in the VOC palette
+    # without ignore pixels, no ignore swatch
+    gt[27:29, :] = 0
+    side_by_side(path, image, None, gt, gt, gt, class_names=VOC_CLASSES)
+    assert not (_legend_strip(path, height) == (224, 224, 192)).all(-1).any()
+
+
+def test_curve_markers_take_their_curves_colour(tmp_path: Path) -> None:
+    from fsae.infer.report import LINE_COLOURS, MARKER_COLOURS, plot_curve
+
+    ts = [0.01 * i for i in range(50)]
+    curves = {"baseline (PPC)": [(t, 0.3 + 0.2 * t) for t in ts], "PPC + FSAE": [(t, 0.4 - 0.1 * t) for t in ts]}
+    marked = {"baseline (PPC): best t=0.49": (0.49, 0.398), "PPC + FSAE: best t=0.00": (0.0, 0.4)}
+    path = tmp_path / "c.png"
+    plot_curve(path, curves, marked=marked)
+    with Image.open(path) as picture:
+        colours = {tuple(p) for p in np.asarray(picture.convert("RGB")).reshape(-1, 3).tolist()}
+    assert LINE_COLOURS[0] in colours and LINE_COLOURS[1] in colours
+    assert MARKER_COLOURS[1] not in colours  # a marker of its own colour would be the second marker colour
+    # one curve: every marked point in the curve's colour (told apart by shape)
+    plot_curve(path, {"seed": curves["PPC + FSAE"]}, marked={"best": (0.0, 0.4), "used": (0.3, 0.37)})
+    with Image.open(path) as picture:
+        colours = {tuple(p) for p in np.asarray(picture.convert("RGB")).reshape(-1, 3).tolist()}
+    assert LINE_COLOURS[0] in colours and MARKER_COLOURS[1] not in colours

@@ -1,4 +1,4 @@
-"""multiscale_cams against models whose CAMs are known, computed by hand with the METHOD.md §6 recipe."""
+"""multiscale_cams against models whose CAMs are known, computed by hand with the docs/method.md §6 recipe."""
 
 from __future__ import annotations
 

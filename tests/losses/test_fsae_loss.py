@@ -1,4 +1,4 @@
-"""FSAELoss against a direct, loop-by-loop computation of METHOD.md §2."""
+"""FSAELoss against a direct, loop-by-loop computation of docs/method.md §2."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fsae.losses import FSAELoss, expansion_stats, fsae_loss
 
 
 def direct_fsae(student, teacher, labels, tau_conf=0.95, tau_ring=0.8, absent="zero", mask_student=True):
-    """METHOD.md §2 written out pixel by pixel in float64 (independent of fsae.ops.reference).
+    """docs/method.md §2 written out pixel by pixel in float64 (independent of fsae.ops.reference).
 
     ``mask_student=False``: the student's CE over its raw logits (the teacher's side unchanged)."""
     batch, channels, height, width = teacher.shape

@@ -1,4 +1,4 @@
-"""Hand-checked behaviour of the ops (METHOD.md §2, §6), on both implementations.
+"""Hand-checked behaviour of the ops (docs/method.md §2, §6), on both implementations.
 
 `impl` runs each test against the public ops (fused kernels when built) and
 against the reference, so the spec is pinned for both.
