@@ -82,7 +82,7 @@ def format_summary(summary: Any) -> str:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         elif value is not None:
             flat[key] = value
-    return format_values(flat).replace("  ", ", ")
+    return format_values(flat, sep=", ")
 
 
 def run_job(job: Callable[[], Any]) -> int:

@@ -162,8 +162,24 @@ OPTIONAL = {
 FREE_FORM = {"method.options"}
 # Fixed-length lists of numbers.
 LISTS = {"data.long_side": 2, "augment.weak_color_jitter": 4, "augment.strong_color_jitter": 4, "augment.blur_sigma": 2}
+# The ranges of the optimizer and loop keys both stages share (seg_config.SEG_RANGES too).
+TRAINING_RANGES = {
+    "optim.lr": "> 0",
+    "optim.weight_decay": ">= 0",
+    "optim.momentum": "[0, 1)",
+    "optim.poly_power": "> 0",
+    "optim.warmup_steps": ">= 0",
+    "train.batch_size": ">= 1",
+    "train.gradient_accumulation_steps": ">= 1",
+    "train.max_steps": ">= 1",
+    "train.seed": ">= 0",
+    "train.log_every": ">= 1",
+    "train.checkpoint_every": ">= 1",
+    "train.keep_checkpoints": ">= 1",
+}
 # The allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges.
 RANGES = {
+    **TRAINING_RANGES,
     "data.crop_size": ">= 1",
     "data.long_side": ">= 1",
     "data.flip": "[0, 1]",
@@ -181,18 +197,6 @@ RANGES = {
     "augment.blur_sigma": "> 0",
     "augment.p_blur": "[0, 1]",
     "augment.solarize_max": "(0, 256]",
-    "optim.lr": "> 0",
-    "optim.weight_decay": ">= 0",
-    "optim.momentum": "[0, 1)",
-    "optim.poly_power": "> 0",
-    "optim.warmup_steps": ">= 0",
-    "train.batch_size": ">= 1",
-    "train.gradient_accumulation_steps": ">= 1",
-    "train.max_steps": ">= 1",
-    "train.seed": ">= 0",
-    "train.log_every": ">= 1",
-    "train.checkpoint_every": ">= 1",
-    "train.keep_checkpoints": ">= 1",
 }
 
 
@@ -433,28 +437,16 @@ METHOD_FIXED = {
 
 
 def _check_cam(config: dict[str, Any]) -> None:
-    """The CAM stage's value checks beyond types."""
-    train = config["train"]
-    for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
-        if train[key] < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
+    """The CAM stage's value checks beyond types and :data:`RANGES` (checked first)."""
     schedule_steps = config["optim"]["schedule_steps"]
     if schedule_steps is not None and schedule_steps < 1:
         raise ConfigError(f"optim.schedule_steps must be >= 1 (or null), got {schedule_steps}")
-    if config["fsae"]["start_step"] < 0:
-        raise ConfigError(f"fsae.start_step must be >= 0, got {config['fsae']['start_step']}")
-    if not 0 <= config["fsae"]["ema_decay"] < 1:
-        raise ConfigError(f"fsae.ema_decay must be in [0, 1), got {config['fsae']['ema_decay']}")
     if len(config["data"]["long_side"]) != 2 or config["data"]["long_side"][0] > config["data"]["long_side"][1]:
         raise ConfigError(f"data.long_side must be [min, max], got {config['data']['long_side']}")
     aug = config["augment"]
-    if not 0 <= aug["p_blur"] <= 1:
-        raise ConfigError(f"augment.p_blur must be in [0, 1], got {aug['p_blur']}")
     k = aug["blur_kernel_size"]
     if k < 0 or (k > 0 and k % 2 == 0):
         raise ConfigError(f"augment.blur_kernel_size must be 0 (drawn) or a positive odd k, got {k}")
-    if not 0 < aug["solarize_max"] <= 256:
-        raise ConfigError(f"augment.solarize_max must be in (0, 256], got {aug['solarize_max']}")
     if aug["blur_sigma"][0] > aug["blur_sigma"][1]:
         raise ConfigError(f"augment.blur_sigma must be [min, max], got {aug['blur_sigma']}")
     for name in ("weak_color_jitter", "strong_color_jitter"):

@@ -17,7 +17,15 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from fsae.engine.config import ConfigError, ConfigSchema, check_backbone, check_options, did_you_mean, load_config
+from fsae.engine.config import (
+    TRAINING_RANGES,
+    ConfigError,
+    ConfigSchema,
+    check_backbone,
+    check_options,
+    did_you_mean,
+    load_config,
+)
 
 __all__ = ["SEG_DEFAULTS", "SEG_SCHEMA", "load_seg_config"]
 
@@ -101,26 +109,15 @@ def _hint(dotted: str, known: Collection[str]) -> str:
 
 
 def _check(config: dict[str, Any]) -> None:
-    """The segmentation stage's value checks beyond types."""
-    train, data, ev = config["train"], config["data"], config["eval"]
-    for key in ("batch_size", "gradient_accumulation_steps", "max_steps", "log_every", "checkpoint_every"):
-        if train[key] < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {train[key]}")
-    if train["keep_checkpoints"] < 1:
-        raise ConfigError(f"train.keep_checkpoints must be >= 1, got {train['keep_checkpoints']}")
-    if data["crop_size"] < 8:
-        raise ConfigError(f"data.crop_size must be >= 8, got {data['crop_size']}")
+    """The segmentation stage's value checks beyond types and :data:`SEG_RANGES` (checked first)."""
+    data, ev = config["data"], config["eval"]
     low, high = data["scale"]
     if not 0 < low <= high:
         raise ConfigError(f"data.scale must be [min, max] with 0 < min <= max, got {data['scale']}")
-    if not 0 <= data["flip"] <= 1:
-        raise ConfigError(f"data.flip must be in [0, 1], got {data['flip']}")
     if not ev["scales"] or not all(
         isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in ev["scales"]
     ):
         raise ConfigError(f"eval.scales must be a non-empty list of positive numbers, got {ev['scales']!r}")
-    if ev["crf_iterations"] < 0 or ev["crf_workers"] < 0:
-        raise ConfigError("eval.crf_iterations and eval.crf_workers must be >= 0")
     # the expensive checks last (they import timm and the model module)
     from fsae.models.deeplab import SEGMENTERS
 
@@ -140,21 +137,10 @@ MODEL_FIXED = {
 }
 # the allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges
 SEG_RANGES = {
+    **TRAINING_RANGES,
     "data.crop_size": ">= 8",
     "data.flip": "[0, 1]",
     "data.num_workers": ">= 0",
-    "optim.lr": "> 0",
-    "optim.weight_decay": ">= 0",
-    "optim.momentum": "[0, 1)",
-    "optim.poly_power": "> 0",
-    "optim.warmup_steps": ">= 0",
-    "train.batch_size": ">= 1",
-    "train.gradient_accumulation_steps": ">= 1",
-    "train.max_steps": ">= 1",
-    "train.seed": ">= 0",
-    "train.log_every": ">= 1",
-    "train.checkpoint_every": ">= 1",
-    "train.keep_checkpoints": ">= 1",
     "eval.crf_workers": ">= 0",
     "eval.crf_iterations": ">= 0",
     "eval.crf_gaussian": "> 0",

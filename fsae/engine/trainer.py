@@ -534,10 +534,10 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def format_values(values: dict[str, Any]) -> str:
+def format_values(values: dict[str, Any], sep: str = "  ") -> str:
     """``"loss 0.5321  cls 0.2104  lr 1.000e-04  images/s 9.81"``: a log line's values, readable."""
     names = {"images_per_s": "images/s"}
-    return "  ".join(f"{names.get(k, k)} {_number(v)}" for k, v in values.items())
+    return sep.join(f"{names.get(k, k)} {_number(v)}" for k, v in values.items())
 
 
 def _clock(seconds: float) -> str:
