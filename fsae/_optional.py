@@ -2,7 +2,7 @@
 
 The core install (``pip install fsae``) is the library: :mod:`fsae.ops`, :mod:`fsae.losses` and
 :mod:`fsae.augment` need torch and numpy only.  The training and inference stack comes with extras:
-``fsae[train]`` (accelerate, timm, pyyaml, tqdm, safetensors, kornia, pillow), ``fsae[crf]``
+``fsae[train]`` (accelerate, timm, pyyaml, tqdm, safetensors, pillow), ``fsae[crf]``
 (pydensecrf2), ``fsae[tensorboard]`` and ``fsae[sbd]`` (scipy).  A part whose extra is missing
 stops with ``fsae.engine needs accelerate: pip install 'fsae[train]'``.
 """
@@ -26,7 +26,6 @@ EXTRAS: dict[str, dict[str, str]] = {
         "yaml": "pyyaml",
         "tqdm": "tqdm",
         "safetensors": "safetensors",
-        "kornia": "kornia",
         "PIL": "pillow",
     },
     "crf": {"pydensecrf": "pydensecrf2"},

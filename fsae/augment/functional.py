@@ -42,7 +42,7 @@ same uint8; ``1 - x`` of solarize to the last bit).
 PIL's ``GaussianBlur`` is an approximation by three box blurs; ``gaussian_blur_``
 is a true (truncated) Gaussian, kornia's.
 
-kornia: the Gaussian kernel comes from ``kornia.filters.get_gaussian_kernel1d``.
+kornia: the Gaussian kernel is ``kornia.filters.get_gaussian_kernel1d``'s (:func:`gaussian_kernel1d`).
 The kornia functions with the same semantics, ``kornia.enhance.adjust_brightness_accumulative``,
 ``adjust_saturation_with_gray_subtraction``, ``adjust_contrast_with_mean_subtraction``,
 ``sharpness``, ``equalize``, ``posterize``, ``solarize``, ``adjust_hue`` and
@@ -70,13 +70,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fsae._optional import lazy
-
-# kornia only on the float blur's path, imported on its first call (the core install has torch and numpy only)
-get_gaussian_kernel1d = lazy(
-    "kornia.filters", "get_gaussian_kernel1d", "train", "fsae.augment.functional.gaussian_blur_"
-)
-
 __all__ = [
     "autocontrast_",
     "blur_kernel_size",
@@ -85,6 +78,7 @@ __all__ = [
     "contrast_",
     "equalize_",
     "gaussian_blur_",
+    "gaussian_kernel1d",
     "grayscale",
     "hue_",
     "identity_",
@@ -298,6 +292,25 @@ def blur_kernel_size(sigma: float, height: int, width: int) -> int:
     return max(1, min(size, limit))
 
 
+def gaussian_kernel1d(kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """Normalised 1-D Gaussian windows: ``sigma`` ``(N, 1)`` float -> ``(N, kernel_size)`` of its dtype.
+
+    Tap ``i`` weighs ``exp(-(i - k // 2)^2 / (2 sigma^2))`` over the window's sum (``kernel_size`` odd), the
+    values of ``kornia.filters.get_gaussian_kernel1d``.  ``sigma = 0`` is the unit impulse.  Half-precision
+    sigmas are computed in float32 and rounded once.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
+    work = sigma.float() if sigma.dtype in (torch.float16, torch.bfloat16) else sigma
+    offsets = torch.arange(kernel_size, device=sigma.device, dtype=work.dtype) - kernel_size // 2
+    denominator = 2.0 * work.square()
+    impulse = denominator == 0
+    # the centre tap weighs exp(0) = 1, so the sum never underflows; sigma = 0 selects the impulse instead
+    gauss = torch.exp(-offsets.square() / torch.where(impulse, torch.ones_like(denominator), denominator))
+    gauss = torch.where(impulse, (offsets == 0).to(work.dtype), gauss)
+    return (gauss / gauss.sum(-1, keepdim=True)).to(sigma.dtype)
+
+
 def _blur_conv(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Separable blur as two depthwise convolutions over the (1, N*C, H, W) view; ``kernel`` (N*C, k)."""
     n, c, h, w = images.shape
@@ -336,7 +349,7 @@ def gaussian_blur_(
     ``kernel_size`` (odd) defaults to :func:`blur_kernel_size` of the largest sigma; the perturbation
     modules pass the one of their upper sigma bound so that a sample's result depends on its own
     sigma only.  Values equal ``kornia.filters.gaussian_blur2d(x, kernel_size, sigma, "replicate")``
-    (its kernel: ``kornia.filters.get_gaussian_kernel1d``).  ``method``: ``"conv"`` (default on the
+    (kernel: :func:`gaussian_kernel1d`).  ``method``: ``"conv"`` (default on the
     CPU) runs one replicate pad and two depthwise convolutions over the ``(1, N*C, H, W)`` view in
     channels-last, several times faster there than the tap-by-tap loop ``gaussian_blur2d`` takes;
     ``"taps"`` (default elsewhere) accumulates symmetric tap pairs in float32, which on a GPU is
@@ -351,7 +364,7 @@ def gaussian_blur_(
         method = "conv" if images.device.type == "cpu" else "taps"
     if method not in ("conv", "taps"):
         raise ValueError(f"method must be 'conv' or 'taps', got {method!r}")
-    kernel = get_gaussian_kernel1d(kernel_size, magnitude.view(-1, 1).to(images.dtype))  # (N, k)
+    kernel = gaussian_kernel1d(kernel_size, magnitude.view(-1, 1).to(images.dtype))  # (N, k)
     kernel = kernel.repeat_interleave(c, dim=0)  # (N*C, k): one per plane
     blurred = _blur_conv(images, kernel) if method == "conv" else _blur_taps(images, kernel)
     return images.copy_(blurred)

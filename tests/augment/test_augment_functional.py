@@ -122,6 +122,25 @@ def test_gaussian_blur_matches_kornia_and_pil(batch, device: str) -> None:
     assert diff.mean() < 1.0 and diff.max() < 8.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_gaussian_kernel1d_matches_kornia_and_the_formula(dtype: torch.dtype) -> None:
+    sigma = torch.tensor([[0.0], [0.1], [0.7], [2.0], [50.0]], dtype=dtype)
+    out = AF.gaussian_kernel1d(9, sigma)
+    assert out.shape == (5, 9) and out.dtype == dtype
+    ref = kornia.filters.get_gaussian_kernel1d(9, sigma)
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    offsets = torch.arange(-4.0, 5.0, dtype=torch.float64)
+    direct = torch.exp(-(offsets**2) / (2 * sigma.double().clamp_min(1e-30) ** 2))
+    direct = direct / direct.sum(-1, keepdim=True)
+    torch.testing.assert_close(out.double(), direct, atol=1e-3 if dtype.itemsize == 2 else 1e-6, rtol=0)
+    assert torch.equal(out[0].float(), (offsets == 0).float())  # sigma 0: the unit impulse
+
+
+def test_gaussian_kernel1d_rejects_even_sizes() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        AF.gaussian_kernel1d(4, torch.ones(1, 1))
+
+
 def test_blur_kernel_size() -> None:
     assert AF.blur_kernel_size(2.0, 448, 448) == 13
     assert AF.blur_kernel_size(0.1, 448, 448) == 3
