@@ -1,7 +1,7 @@
 # fsae: the two commands a newcomer runs (see README.md).
 #
 #   make test   create .venv, install torch + fsae (building the C++/CUDA extension), run ruff and pytest
-#   make demo   the same setup, then the main job on the toy dataset (CPU, 11-13 min): CAM networks with and
+#   make demo   the same setup, then the main job on the toy dataset (CPU, 6-13 min): CAM networks with and
 #               without FSAE, pseudo-labels, a segmentation network, OUTPUT/report.md
 #
 # The CUDA kernels are compiled whenever a CUDA toolkit is found (CUDA_HOME, default /usr/local/cuda);
@@ -45,7 +45,7 @@ DEMO_DATA := $(DEMO_DIR)/toy/VOC2012
 DEMO_LABELS := --split train --eval --workers 2 --scales 0.5,0.75 --no-progress --threshold 0.3 --miou-over present \
 	--scale-resize tensor-bilinear
 
-# The main job end to end on the toy dataset (CPU, 11-13 minutes on 2 cores): CAM networks with and without
+# The main job end to end on the toy dataset (CPU, 6-13 minutes on 2 cores): CAM networks with and without
 # FSAE (the FSAE run branches from the baseline at step 200, where its warm-up ends: the runs are identical up
 # to there) -> seeds and CRF pseudo-masks of the train split, evaluated -> a segmentation network trained on
 # FSAE's masks, evaluated on val -> OUTPUT/report.md.

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -422,7 +423,7 @@ def make_pseudo_labels(
             authors' ``eval.py``; absent classes count 0) or ``"present"`` (see the module docstring).
         limit: only the first ``limit`` ids of the split.
         device: inference device (default: the accelerator's, i.e. the process's GPU when there is one).
-        progress: tqdm bar on the main process.
+        progress: tqdm bar on the main process (on a terminal only: off one it writes only carriage returns).
         accelerator: an ``accelerate.Accelerator`` (created when None) -- gives rank, world size and the reduction.
 
     Returns:
@@ -571,7 +572,8 @@ def make_pseudo_labels(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(local), desc="pseudo-labels", disable=not (progress and accelerator.is_main_process))
+    show = progress and accelerator.is_main_process and sys.stderr.isatty()
+    bar = tqdm(total=len(local), desc="pseudo-labels", disable=not show)
     if crf:
         pending: deque[dict[str, Any]] = deque()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -139,7 +140,7 @@ def segment_dataset(
         evaluate: accumulate the confusion matrix against ``mask``.
         predictions: folder for ``<id>.png`` palette PNGs (uint8 class ids, image size), or None.
         num_workers: data-loader workers.
-        progress: a progress bar on the main process.
+        progress: a progress bar on the main process (on a terminal only).
 
     Returns:
         With ``evaluate``: :meth:`ConfusionMatrix.compute` of all processes plus ``num_images`` and ``num_pixels``
@@ -160,7 +161,7 @@ def segment_dataset(
         predictions = Path(predictions)
         predictions.mkdir(parents=True, exist_ok=True)
     bar = None
-    if progress and rank == 0:
+    if progress and rank == 0 and sys.stderr.isatty():  # off a terminal a bar only writes carriage returns
         from tqdm import tqdm
 
         bar = tqdm(total=len(shard), desc="segment", dynamic_ncols=True)

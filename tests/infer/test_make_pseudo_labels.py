@@ -389,3 +389,14 @@ def test_metrics_markdown_marks_undefined_classes():
     assert "(t=0.30, chosen on this split) | 50.0 |" in text
     assert "| mask mIoU (CRF, alpha=8) | 60.0 |" in text and "| 87.5 |" in text
     assert "| cat | 25.0 | 40.0 |" in text and "| dog | — | — |" in text
+
+
+def test_no_progress_bar_off_a_terminal(run_dir, tmp_path, capsys):
+    """Progress on (the default) but stderr is not a terminal (a cluster job's log): no bar, no carriage returns."""
+    recipe = load_recipe()
+    code = recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(tmp_path), "--split", "train",
+                        "--scales", "1", "--no-crf", "--pictures", "0"])  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "pseudo-labels:" not in captured.err
+    assert "done: 6 images" in captured.out

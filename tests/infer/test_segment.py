@@ -175,3 +175,10 @@ def test_write_metrics_json_and_markdown(tmp_path):
     assert saved["iou"]["aeroplane"] == 0.5 and saved["iou"]["tvmonitor"] is None
     table = (tmp_path / "eval" / "metrics.md").read_text()
     assert "| mIoU | 70.00 |" in table and "| aeroplane | 50.00 |" in table and "| tvmonitor | n/a |" in table
+
+
+def test_no_progress_bar_off_a_terminal(capsys):
+    """progress=True with stderr not a terminal (a cluster job's log): no bar, no carriage returns."""
+    segment_dataset(RedIsForeground(), HalfRed(2), scales=(1.0,), progress=True)
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "segment" not in captured.err
