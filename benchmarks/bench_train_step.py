@@ -14,8 +14,8 @@ data+aug        the loader's uint8 batch and labels to the device, ``TrainingVie
                 image on its canvas, crop, blur, RandAugment), ImageNet normalisation
 student         ``method(weak, labels, generator=...)``: the base method's training step, its
                 base losses included
-teacher         ``EMATeacher(weak)`` (no gradient; FSAE on only)
-FSAE loss       ``method(strong)`` (the student's CAM logits on the strong view), then
+teacher         ``EMATeacher(weak, labels, cam_only=True)`` (no gradient; FSAE on only)
+FSAE loss       ``method(strong, labels, cam_only=True)`` (the student's CAM logits), then
                 ``fsae.weight * FSAELoss(strong_logits, teacher_logits, labels)`` (FSAE on only)
 backward        the finite check of the loss terms, their sum, ``backward`` (through the
                 GradScaler with fp16)
@@ -258,9 +258,9 @@ def train_step(
         terms = dict(setup.method(weak, labels, generator=gens["method"]).losses)
         mark("student")
         if strong is not None:
-            teacher_logits = setup.teacher(weak)
+            teacher_logits = setup.teacher(weak, labels, cam_only=True)
             mark("teacher")
-            student_logits = setup.method(strong)
+            student_logits = setup.method(strong, labels, cam_only=True)
             terms["fsae"] = fsae_cfg["weight"] * setup.criterion(student_logits.float(), teacher_logits.float(), labels)
             mark("fsae_loss")
         else:

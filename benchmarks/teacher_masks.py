@@ -4,7 +4,8 @@
 For a trained CAM network (a training run's ``--output-dir`` or one of its ``checkpoints/step_*`` folders), every
 image of ``--split`` is resized so its long side is ``--long-side`` (the middle of the training range: the teacher
 sees training-sized crops), its CAM logits are computed and :func:`fsae.ops.expansion_masks` gives the teacher's
-pseudo-labels, confident mask and ring (docs/method.md §2) with the chosen thresholds.  The ground-truth mask, reduced
+pseudo-labels, confident mask and ring (docs/method.md §2) with the chosen thresholds; the CAM logits get the image
+labels, as the trainer's teacher does.  The ground-truth mask, reduced
 to the CAM grid (nearest), scores them.  Printed, for each threshold setting:
 
 * ``conf %`` / ``ring %``: share of the (non-ignored) pixels in the confident mask / the ring;
@@ -105,7 +106,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
         image = item["image"].float().unsqueeze(0) / 255
         scale = args.long_side / max(image.shape[-2:])
         image = F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
-        logits = model.cam_logits((image - IMAGENET_MEAN) / IMAGENET_STD)
+        # with the image labels, as the trainer's teacher (a background-free method builds its background from them)
+        logits = model.cam_logits((image - IMAGENET_MEAN) / IMAGENET_STD, item["labels"].unsqueeze(0))
         gt = F.interpolate(item["mask"][None, None].float(), size=logits.shape[-2:], mode="nearest")[0, 0].long()
         for conf_threshold, absent in settings:
             masks = expansion_masks(

@@ -5,8 +5,8 @@ One optimizer step (docs/method.md §2-§3)::
     uint8 canvases + crop boxes from the loader (or crops: data.geometry=crop), on the device
     weak, strong = TrainingViews(...)     (each jittered over the whole image, then cropped: pixel aligned)
     base   = method(normalise(weak), labels, saliency=saliency)                 (base losses)
-    teacher_logits = teacher(normalise(weak))                                   (EMA, no gradient)
-    student_logits = method(normalise(strong))                                  (the student's CAM logits)
+    teacher_logits = teacher(normalise(weak), labels, cam_only=True)            (EMA, no gradient)
+    student_logits = method(normalise(strong), labels, cam_only=True)           (the student's CAM logits)
     loss   = sum(base.losses) + w * FSAELoss(student_logits, teacher_logits, labels)
     backward, optimizer step, LR schedule step, teacher.update(method)
 
@@ -223,8 +223,9 @@ def step_terms(
     """
     terms = dict(method(weak, labels, saliency=saliency, generator=generator).losses)
     if strong is not None:
-        teacher_logits = teacher(weak)
-        student_logits = method(strong)  # train mode: the student's CAM logits, through the wrapper's forward
+        # both know the labels: a background-free method builds its background from the present classes
+        teacher_logits = teacher(weak, labels, cam_only=True)
+        student_logits = method(strong, labels, cam_only=True)  # train mode, through the wrapper's forward
         terms["fsae"] = weight * criterion(student_logits.float(), teacher_logits.float(), labels)
     return terms
 

@@ -19,6 +19,7 @@ def summed_scale_probs(
     check: Callable[[torch.Tensor, torch.Tensor], None],
     first_channel: int = 0,
     inputs_at: Callable[[float], torch.Tensor] | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over scales (x flips) of the softmax of ``model``'s logits, upsampled to the image size and un-flipped.
 
@@ -41,6 +42,8 @@ def summed_scale_probs(
         first_channel: softmax channels before this one are dropped (1: keep the foreground of CAM logits).
         inputs_at: ``scale -> (B, 3, h, w)`` float network input on the model's device, replacing the bilinear
             resize of ``image`` (which then only gives ``B, H, W``: it may be the raw uint8 image).
+        labels: ``(B, C)`` image labels: the model is called as ``model(inputs, labels, cam_only=True)`` (a
+            :class:`fsae.methods.WSSSMethod`'s CAM logits with the labels; repeated for the flipped half).
 
     Returns:
         ``(B, K - first_channel, H, W)`` float32: the sum over the ``len(scales) * (1 + flip)`` passes, on
@@ -61,7 +64,10 @@ def summed_scale_probs(
                 if size != (height, width):
                     scaled = F.interpolate(image, size, mode="bilinear", align_corners=False)
             inputs = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-            logits = model(inputs)
+            if labels is None:
+                logits = model(inputs)
+            else:
+                logits = model(inputs, labels.repeat(inputs.shape[0] // batch, 1), cam_only=True)
             check(logits, inputs)
             probs = logits.float().softmax(1)[:, first_channel:]
             probs = F.interpolate(probs, (height, width), mode="bilinear", align_corners=False)

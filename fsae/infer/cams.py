@@ -10,6 +10,8 @@ from PIL import Image
 
 from fsae.engine.trainer import IMAGENET_MEAN, IMAGENET_STD
 from fsae.infer._scales import summed_scale_probs
+from fsae.losses.ema import EMATeacher
+from fsae.methods.base import WSSSMethod
 from fsae.ops import cam_normalize
 
 __all__ = ["SCALE_RESIZES", "imagenet_normalise", "multiscale_cams", "pil_bicubic_resize", "scaled_size"]
@@ -103,8 +105,9 @@ def multiscale_cams(
 
     Args:
         model: maps ``(N, 3, h, w)`` images to CAM logits ``(N, C+1, h', w')`` (channel 0 = background),
-            e.g. a :class:`fsae.methods.WSSSMethod` or an ``EMATeacher``; put in eval mode for the call
-            when it is an ``nn.Module`` (its mode is restored afterwards).
+            e.g. a :class:`fsae.methods.WSSSMethod` or an ``EMATeacher`` of one (these are called with the image
+            labels too: ``model(x, labels, cam_only=True)``); put in eval mode for the call when it is an
+            ``nn.Module`` (its mode is restored afterwards).
         image: ``(B, 3, H, W)``: uint8 RGB (normalised here), or float ImageNet-normalised.
         labels: ``(B, C)`` multi-hot image labels.
         scales: input scale factors.
@@ -126,6 +129,10 @@ def multiscale_cams(
         raise ValueError(f"image must be uint8 (raw RGB) or float (normalised), got {image.dtype}")
     num_classes = labels.shape[1]
     height, width = image.shape[-2:]
+    # a method (or its EMA teacher) gets the labels, as in training: a background-free method builds its
+    # background from the present classes (fsae.losses.attach_background); other callables get the images only
+    inner = model.module if isinstance(model, EMATeacher) else model
+    known = labels.to(image.device) if isinstance(inner, WSSSMethod) else None
 
     def check(logits: torch.Tensor, inputs: torch.Tensor) -> None:
         if logits.dim() != 4 or logits.shape[1] != num_classes + 1:
@@ -133,7 +140,7 @@ def multiscale_cams(
 
     if scale_resize == "tensor-bilinear":
         normalised = imagenet_normalise(image) if image.dtype == torch.uint8 else image
-        total = summed_scale_probs(model, normalised, scales, flip, check, first_channel=1)
+        total = summed_scale_probs(model, normalised, scales, flip, check, first_channel=1, labels=known)
     else:
         sizes = {s: scaled_size(height, width, s) for s in scales}  # every size checked before any forward pass
         source = image.detach().cpu()
@@ -143,5 +150,7 @@ def multiscale_cams(
             scaled = imagenet_normalise(scaled) if image.dtype == torch.uint8 else scaled.to(image.dtype)
             return scaled.to(image.device)
 
-        total = summed_scale_probs(model, image, scales, flip, check, first_channel=1, inputs_at=inputs_at)
+        total = summed_scale_probs(
+            model, image, scales, flip, check, first_channel=1, inputs_at=inputs_at, labels=known
+        )
     return cam_normalize(total, labels, mode="max", eps=1e-5)

@@ -6,6 +6,8 @@
   (classification, background suppression, ER, ECR), :mod:`fsae.losses.eps` (saliency),
   :mod:`fsae.losses.ppc` (pixel-to-prototype contrast), :mod:`fsae.losses.sipe`,
   :mod:`fsae.losses.mctformer`.
+* :func:`attach_background`: CAM logits with a background channel from a background-free method's class maps
+  and the image labels (how FSAE attaches to SIPE and MCTformer; :mod:`fsae.losses.attach`).
 
 Three lines in a foreign training loop::
 
@@ -15,12 +17,14 @@ Three lines in a foreign training loop::
 """
 
 from fsae.losses import eps, mctformer, ppc, seam, sipe
+from fsae.losses.attach import attach_background
 from fsae.losses.ema import EMATeacher, unwrap_model
 from fsae.losses.expansion import FSAELoss, expansion_stats, fsae_loss
 
 __all__ = [
     "EMATeacher",
     "FSAELoss",
+    "attach_background",
     "eps",
     "expansion_stats",
     "fsae_loss",

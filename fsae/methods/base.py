@@ -74,16 +74,24 @@ class WSSSMethod(nn.Module):
         """
         raise NotImplementedError
 
-    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C+1, h, w)`` CAM logits of ``images``, channel 0 = background."""
+    def cam_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C+1, h, w)`` CAM logits of ``images``, channel 0 = background.
+
+        ``labels`` ``(B, C)``: the image labels when they are known (training: the student's strong view and the
+        teacher's weak view).  A method with a learned background ignores them; a background-free one builds its
+        background from the present classes (:func:`fsae.losses.attach_background`).  None: label-free logits.
+        """
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, **step_options) -> object:
-        """``method(images)``: CAM logits (so ``EMATeacher(method)(weak)`` is the teacher's view);
-        ``method(images, labels, strong=..., ...)``: :meth:`training_step`.  Training goes through ``forward`` so
-        that a DDP wrapper sees the call and synchronises the gradients."""
-        if labels is None:
-            return self.cam_logits(images)
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, *, cam_only: bool = False, **step_options
+    ) -> object:
+        """``method(images)`` or ``method(images, labels, cam_only=True)``: :meth:`cam_logits` (so
+        ``EMATeacher(method)(weak, labels, cam_only=True)`` is the teacher's view); ``method(images, labels,
+        strong=..., ...)``: :meth:`training_step`.  Training goes through ``forward`` so that a DDP wrapper sees the
+        call and synchronises the gradients."""
+        if labels is None or cam_only:
+            return self.cam_logits(images, labels)
         return self.training_step(images, labels, **step_options)
 
     def parameter_groups(self) -> list[dict]:

@@ -6,32 +6,33 @@ class-token logits, ``cls_patch`` = the same on the global average pool of the p
 
 How FSAE attaches
 -----------------
-MCTformer has no background logit, so the CAM logits ``(B, C+1, h, w)`` that FSAE needs are *derived* from
-normalised class maps (``fsae_attach``; both forms are differentiable and cost one extra forward of the strong view):
+MCTformer has no background logit, so the CAM logits ``(B, C+1, h, w)`` that FSAE needs come from class maps through
+:func:`fsae.losses.attach_background` (``fsae_attach`` picks the maps; both forms are differentiable and cost one
+extra forward of the strong view):
 
 1. maps ``m (B, C, h, w)``: ``"derived"`` (default) the raw patch CAM of the conv head; ``"fused"`` the attention-
    weighted CAM ``attn_maps * relu(patch_cam)`` (class-to-patch attention of the last ``attn_layers`` blocks, only
    the C class query rows, so it stays cheap), gradient reaching the attention as well as the head.
-2. ``n_k = relu(m_k) / (max_hw relu(m_k) + 1e-5)`` (:func:`fsae.ops.cam_normalize`, mode "max"), then, with
-   ``gate=True`` (default), ``n_k *= sigmoid(s_k)`` where ``s_k`` is the detached image-level logit of the patch
-   head (``patch_logits``). Without labels every map is max-normalised to peak near 1, absent classes included,
-   and the label-free background below would be suppressed wherever an absent class peaks; the gate lets a class
-   claim pixels only as far as the image classifier believes it is present. It is detached so that FSAE's
-   background pixels do not push the image-level scores down (those belong to ``cls_patch``).
-3. ``p = [1 - max_k n_k, n_1, ..., n_C]`` (background first), and
+2. ``n_k = relu(m_k) / (max_hw relu(m_k) + 1e-5)`` with the peak detached (so FSAE cannot expand a map by lowering
+   its peak), then, with ``gate=True`` (default), ``n_k *= sigmoid(s_k)`` where ``s_k`` is the detached image-level
+   logit of the patch head (``patch_logits``): a class claims pixels only as far as the image classifier believes it
+   present (detached, so that FSAE's background pixels do not push the image-level scores down: those belong to
+   ``cls_patch``). With the labels (training: student and teacher) absent classes are set to the floor.
+3. ``p = [1 - max_{k present} n_k, n_1, ..., n_C]`` (background first), and
    ``logits = log(max(p, floor)) - log(floor)`` with ``floor = prob_floor = 1e-4``.
 
 ``softmax(logits) = max(p, floor) / sum(max(p, floor))``: the normalised distribution. Where one class fires alone
 the sum is 1 (up to the floor) and ``softmax_k = n_k``. The ``- log(floor)`` shift makes every logit >= 0 and a
 logit of 0 the same as a map at the floor: FSAE's original label masking (``absent="zero"``, absent-class logits set
-to 0) then means "this class is absent", as intended, instead of turning absent classes into probability-1 maps
-(with plain ``log p <= 0`` logits, 0 would be the *largest* value). ``absent="exclude"`` works unchanged.
+to 0) then means "this class is absent", as intended. ``absent="exclude"`` works unchanged.
 
 Why the 0.95 confidence is reachable: at a pixel where class k peaks (``n_k = sigmoid(s_k)``) and no other map is
 active, ``p = [1 - sigmoid(s_k), sigmoid(s_k), floor, ...]``, so the confidence is ``~sigmoid(s_k) / (1 + C * floor)``:
 >= 0.95 once the classifier gives the class >= ~0.95 (C * floor = 0.002 on VOC, 0.008 on COCO). Background is
-confident where all maps are below 0.05. Early in training (scores ~0.5) nothing is confident and FSAE is silent:
-a built-in warm-up. With ``gate=False`` foreground confidence needs only ``n_k >= 0.95``.
+confident where all present maps are below 0.05. Early in training (scores ~0.5) nothing is confident and FSAE is
+silent: a built-in warm-up. With ``gate=False`` foreground confidence needs only ``n_k >= 0.95``. Two present classes
+active at one pixel split it: such a pixel is confident for neither (``benchmarks/teacher_masks.py`` measures how
+often the teacher is confident on foreground).
 
 A second way, a learned background channel (an extra conv output), is not offered: nothing in MCTformer's losses
 supervises a background map (its image-level losses have no background class), so the channel would be trained
@@ -53,50 +54,23 @@ tokens and conv head; ``drop_path_rate`` defaults to 0.1.
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
+from fsae.losses.attach import attach_background
 from fsae.losses.mctformer import mctformer_loss
 from fsae.methods.base import StepOutput, WSSSMethod
 from fsae.models.mctformer_net import MCTformerOutput, MCTformerV2Net
-from fsae.ops import cam_normalize
 
-__all__ = ["EVAL_CAMS", "FSAE_ATTACH", "MCTformerMethod", "derived_cam_logits"]
+__all__ = ["EVAL_CAMS", "FSAE_ATTACH", "MCTformerMethod"]
 
 FSAE_ATTACH = ("derived", "fused")
 EVAL_CAMS = ("refined", "attach")
 
 
-def derived_cam_logits(
-    maps: torch.Tensor,
-    image_logits: torch.Tensor | None = None,
-    prob_floor: float = 1e-4,
-) -> torch.Tensor:
-    """CAM logits ``(B, C+1, h, w)`` (background = channel 0) from class maps without a background.
-
-    ``n = cam_normalize(maps, mode="max")`` (times ``sigmoid(image_logits)`` when given, detached),
-    ``p = [1 - max_c n, n]``, ``logits = log(max(p, prob_floor)) - log(prob_floor)`` (all >= 0).
-
-    Args:
-        maps: ``(B, C, h, w)`` raw class activations (ReLU is applied inside).
-        image_logits: ``(B, C)`` image-level logits for the gate, or None for no gate.
-        prob_floor: lower clamp of ``p`` in (0, 1): the probability of a silent map.
-
-    Returns:
-        float32 (float64 for float64 maps) ``(B, C+1, h, w)``.
-    """
-    dtype = torch.float64 if maps.dtype == torch.float64 else torch.float32
-    n = cam_normalize(maps.to(dtype), mode="max")
-    if image_logits is not None:
-        n = n * image_logits.detach().to(dtype).sigmoid()[:, :, None, None]
-    p = torch.cat([1.0 - n.amax(dim=1, keepdim=True), n], dim=1)
-    return p.clamp_min(prob_floor).log() - math.log(prob_floor)
-
-
 class MCTformerMethod(WSSSMethod):
-    """MCTformer-V2 (DeiT-S/16, C class tokens, conv CAM head) with FSAE attached through derived CAM logits.
+    """MCTformer-V2 (DeiT-S/16, C class tokens, conv CAM head) with FSAE attached by :func:`attach_background`.
 
     Args:
         num_classes: C foreground classes.
@@ -155,15 +129,16 @@ class MCTformerMethod(WSSSMethod):
         self.prob_floor = float(prob_floor)
         self.new_lr_mult = float(new_lr_mult)
 
-    def _attach_logits(self, out: MCTformerOutput, maps: torch.Tensor) -> torch.Tensor:
-        return derived_cam_logits(maps, out.patch_logits if self.gate else None, self.prob_floor)
+    def _attach_logits(self, out: MCTformerOutput, maps: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        gate = out.patch_logits if self.gate else None
+        return attach_background(maps, labels, gate_logits=gate, floor=self.prob_floor)
 
-    def _student_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def _student_logits(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if self.fsae_attach == "derived":
             out = self.net(images, attention="none")
-            return self._attach_logits(out, out.patch_cam)
+            return self._attach_logits(out, out.patch_cam, labels)
         out = self.net(images, attention="class")
-        return self._attach_logits(out, out.fused)
+        return self._attach_logits(out, out.fused, labels)
 
     def training_step(
         self,
@@ -180,19 +155,20 @@ class MCTformerMethod(WSSSMethod):
         """
         out = self.net(images, attention="none")
         losses = mctformer_loss(out.token_logits, out.patch_cam, labels)
-        strong_logits = None if strong is None else self._student_logits(strong)
+        strong_logits = None if strong is None else self._student_logits(strong, labels)
         extras = {"token_logits": out.token_logits.detach(), "patch_logits": out.patch_logits.detach()}
         return StepOutput(losses=losses, strong_logits=strong_logits, extras=extras)
 
-    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 ``(B, C+1, h, w)`` derived CAM logits (channel 0 = background) at the patch grid (H/16, W/16).
+    def cam_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 ``(B, C+1, h, w)`` CAM logits (channel 0 = background) at the patch grid (H/16, W/16).
 
         Train mode: the ``fsae_attach`` maps. Eval mode with ``eval_cam="refined"``: the refined fused CAMs.
+        ``labels`` ``(B, C)``: background from the present classes, absent ones at the floor; None: label-free.
         """
         if not self.training and self.eval_cam == "refined":
             out = self.net(images, attention="all")
-            return self._attach_logits(out, out.cams)
-        return self._student_logits(images)
+            return self._attach_logits(out, out.cams, labels)
+        return self._student_logits(images, labels)
 
     def parameter_groups(self) -> list[dict]:
         """Pretrained ViT parameters (``lr_mult`` 1), then the new class tokens and conv head (``new_lr_mult``).

@@ -86,7 +86,8 @@ class PPCMethod(WSSSMethod):
         self.contrast_scores = contrast_scores
         self.saliency_total, self.saliency_small = saliency_total, saliency_small
 
-    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def cam_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C+1, h, w)`` fc8 logits (PPC learns its background logit: ``labels`` are not used)."""
         return self.net.cam_logits(images)
 
     def training_step(

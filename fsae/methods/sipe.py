@@ -6,112 +6,57 @@ Base method (docs/method.md §5): :class:`~fsae.models.sipe_net.SIPENet` on the 
 The original trains with SGD, poly decay, lr 0.1 (10x for the new layers), weight decay 1e-4, batch 16, 5 epochs,
 crop 512, and clips the gradient norm at 1 (that is the training loop's job).
 
-SIPE has no background logit, so FSAE needs ``(B, C+1, h, w)`` logits from somewhere. ``fsae_attach`` chooses:
+How FSAE attaches (ours: neither SIPE's authors nor FSAE's wrote it). SIPE has no background logit, so the
+``(B, C+1, h, w)`` logits FSAE supervises come from :func:`fsae.losses.attach_background` on SIPE's raw class
+activations ``cam`` and the image labels (docs/method.md §10)::
 
-``"derived"`` (default): logits are the log of SIPE's own normalised maps. With ``n_k = ReLU(cam_k) / max`` and
-``m = max_k n_k`` (all classes: no labels are needed, so the teacher and inference can call it)::
+    n_k = ReLU(cam_k) / (max_hw ReLU(cam_k) + 1e-5)     SIPE's own normalisation, the peak detached
+    p   = [(1 - max_{k present} n_k) ** bg_power, n]    absent classes at the floor (eps)
+    z   = log(max(p, eps)) - log(eps)
 
-    p_0 = (1 - m) ** bg_power            (bg_power = 1: SIPE's own background map; 8 = the mask of docs/method.md §6)
-    p_k = n_k                            k = 1..C
-    z_c = log(max(p_c, eps)) - log(eps)  (eps = 1e-4; no temperature)
+In training the teacher and the student both get the labels. Two faults of the earlier, label-free form were
+measured on real photos: its background ``1 - max`` over all 20 maps let an absent class suppress the background,
+so half the teacher's confident pixels sat where an absent class dominated; and the gradient through the
+max-normalisation "expanded" maps by lowering their peaks (2 of 3 supervised peaks pushed down). A learned
+background head (a former ``fsae_attach="learned"``) is not offered: nothing in SIPE's losses trains it, and under
+FSAE's "zero" masking absent classes sat at logit 0, above raw CAM logits' floor, so no foreground pixel was ever
+confident.
 
-so ``softmax(z)`` is exactly the normalised ``[p_0, p_1 .. p_C] / sum`` (after clamping at ``eps``). The shift by
-``-log(eps)`` is what makes it work with FSAE's original label masking ("multiply", docs/method.md §2), which sets the
-logits of absent classes to 0: here 0 is the smallest logit, the one of a map at (or below) ``eps``, so an absent
-class counts as a class with probability ``eps``. Unshifted log-probabilities (all <= 0) would make every absent
-class the most probable one and no pixel could ever be confident. Reaching ``tau_conf = 0.95``: at a pixel where
-one map is 1 and all others are ~0 (background included), ``conf = 1 / (1 + C * eps)`` (0.998 for C = 20, 0.992
-for C = 80); generally with one active class ``conf = n / (n + (1 - n) ** bg_power + (C - 1) * eps)``, i.e. about
-``n >= 0.95`` with ``bg_power = 1`` and ``n >= 0.39`` with 8; background is confident where ``sum_k n_k`` is below
-about 0.05 (``bg_power = 1``). ``eps`` must stay below ``(1 / 0.95 - 1) / C = 0.0526 / C`` for 0.95 to be reachable
-at all. The
-student's gradient flows through the log, the normalisation and the max into the classifier and the backbone.
-
-``"learned"``: a 1x1 conv (with bias) on the last backbone features gives a background logit ``b``; logits are
-``[b, cam_1 .. cam_C]`` (SIPE's raw class activations). The CAM channels are trained by SIPE's losses, but nothing
-in SIPE trains ``b``, so a ``bg`` term does: cross-entropy of ``[b, cam.detach() * labels]`` (absent classes at 0,
-as FSAE's "multiply" masking sees them) against SIPE's own seeds (argmax of the feature-correlation IoU, masked by
-the labels), over the seeded pixels, weighted by ``bg_weight``. The class logits are detached in it, so it trains
-only the background head and the backbone under it and leaves SIPE's base losses as they are; FSAE then trains all
-channels on the strong view.
+Without labels (``cam_logits(images)``, e.g. ``fsae.infer`` with ``--cams fsae``), the background is ``1 - max`` over
+all maps.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
-import torch.nn.functional as F
 
+from fsae.losses.attach import attach_background
 from fsae.losses.sipe import sipe_loss
 from fsae.methods.base import StepOutput, WSSSMethod
 from fsae.models.sipe_net import SIPENet
 
-__all__ = ["FSAE_ATTACH_MODES", "SIPEMethod", "derived_cam_logits", "seed_background_loss"]
-
-FSAE_ATTACH_MODES = ("derived", "learned")
-
-
-def derived_cam_logits(norm_cam: torch.Tensor, bg_power: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """``(B, C+1, h, w)`` logits ``log(max(p, eps)) - log(eps)`` from SIPE's ``norm_cam`` (see the module docstring).
-
-    Args:
-        norm_cam: ``(B, C+1, h, w)`` with channel 0 = ``1 - max_k n_k`` and channels 1.. = ``n_k`` in [0, 1].
-        bg_power: exponent of the background map (> 0).
-        eps: probability floor (> 0); the logits lie in ``[0, -log(eps)]``.
-
-    Returns:
-        float32 logits (float64 for float64 input) whose softmax is the normalised ``max(p, eps)``.
-    """
-    x = norm_cam if norm_cam.dtype == torch.float64 else norm_cam.float()
-    background = x[:, :1].clamp_min(eps)
-    if bg_power != 1.0:
-        background = background.pow(bg_power)
-    p = torch.cat([background, x[:, 1:]], dim=1)
-    return p.clamp_min(eps).log() - math.log(eps)
-
-
-def seed_background_loss(
-    bg_logit: torch.Tensor, cam: torch.Tensor, seeds: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """The ``bg`` term of ``fsae_attach="learned"``: cross-entropy of ``[bg, cam.detach() * labels]`` vs the seeds.
-
-    Args:
-        bg_logit: ``(B, 1, h, w)`` background logits.
-        cam: ``(B, C, h, w)`` raw class activations (detached here).
-        seeds: ``(B, C+1, h, w)`` one-hot seeds, all-zero at unseeded pixels (ignored).
-        labels: ``(B, C)`` multi-hot.
-
-    Returns:
-        0-d float32: mean over the seeded pixels (0 when there are none).
-    """
-    present = (labels.detach() != 0).to(torch.float32)[:, :, None, None]
-    logits = torch.cat([bg_logit.float(), cam.detach().float() * present], dim=1)
-    seeded = seeds.sum(dim=1) > 0
-    target = seeds.argmax(dim=1)
-    ce = F.cross_entropy(logits, target, reduction="none")
-    return (ce * seeded).sum() / seeded.sum().clamp_min(1)
+__all__ = ["SIPEMethod"]
 
 
 class SIPEMethod(WSSSMethod):
-    """SIPE with FSAE attached through ``fsae_attach`` (see the module docstring).
+    """SIPE with FSAE attached through :func:`fsae.losses.attach_background` (see the module docstring).
 
     Args:
         num_classes: C (VOC 20, COCO 80).
         backbone: timm CNN name (``"resnet50"`` as in SIPE; any four-level timm CNN works).
         pretrained: timm's published ImageNet weights.
         pretrained_path: local weights file instead.
-        fsae_attach: ``"derived"`` or ``"learned"``.
-        bg_power: ``"derived"`` only: exponent of the background map ``(1 - max n) ** bg_power``.
-        eps: ``"derived"`` only: probability floor of the logits.
-        bg_weight: ``"learned"`` only: weight of the ``bg`` seed cross-entropy.
+        bg_power: exponent of the background map ``(1 - max n) ** bg_power``.
+        eps: probability floor of the logits (absent classes sit at it).
         **net_kwargs: for :class:`~fsae.models.sipe_net.SIPENet` (``output_stride``, ``frozen_levels``,
             ``batchnorm``, ``side_channels``, timm arguments).
 
-    As for every method, ``self(images)`` is :meth:`cam_logits` (so ``fsae.losses.EMATeacher(method)(weak)`` gives
-    the teacher's logits) and ``self(images, labels, strong=...)`` is :meth:`training_step`.
-    The network's full output (``is_cam`` etc.) is ``method.net(images, labels)``.
+    As for every method, ``self(images, labels, cam_only=True)`` is :meth:`cam_logits` (so
+    ``fsae.losses.EMATeacher(method)(weak, labels, cam_only=True)`` gives the teacher's logits) and
+    ``self(images, labels, strong=...)`` is :meth:`training_step`. The network's full output (``is_cam`` etc.) is
+    ``method.net(images, labels)``.
     """
 
     name = "sipe"
@@ -122,43 +67,33 @@ class SIPEMethod(WSSSMethod):
         backbone: str = "resnet50",
         pretrained: bool = False,
         pretrained_path: str | os.PathLike[str] | None = None,
-        fsae_attach: str = "derived",
         bg_power: float = 1.0,
         eps: float = 1e-4,
-        bg_weight: float = 1.0,
         **net_kwargs: object,
     ) -> None:
         super().__init__()
-        if fsae_attach not in FSAE_ATTACH_MODES:
-            raise ValueError(f"fsae_attach must be one of {FSAE_ATTACH_MODES}, got {fsae_attach!r}")
         if not (isinstance(bg_power, (int, float)) and bg_power > 0):
             raise ValueError(f"bg_power must be a positive number, got {bg_power!r}")
         if not (isinstance(eps, (int, float)) and 0 < eps < 1):
             raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
-        if not (isinstance(bg_weight, (int, float)) and bg_weight >= 0):
-            raise ValueError(f"bg_weight must be a non-negative number, got {bg_weight!r}")
         self.num_classes = num_classes
-        self.fsae_attach = fsae_attach
         self.bg_power = float(bg_power)
         self.eps = float(eps)
-        self.bg_weight = float(bg_weight)
         self.net = SIPENet(
             num_classes=num_classes,
             backbone=backbone,
             pretrained=pretrained,
             pretrained_path=pretrained_path,
-            background_head=fsae_attach == "learned",
             **net_kwargs,
         )
 
-    def _logits(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.fsae_attach == "learned":
-            return torch.cat([out["bg_logit"], out["cam"]], dim=1)
-        return derived_cam_logits(out["norm_cam"], self.bg_power, self.eps)
+    def cam_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 ``(B, C+1, h, w)`` logits (channel 0 = background) of ``images`` at the last feature map.
 
-    def cam_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C+1, h, w)`` logits, channel 0 = background; no labels needed. Float32 for ``"derived"``."""
-        return self._logits(self.net(images))
+        ``labels`` ``(B, C)``: the background is built from the present classes and absent ones sit at the floor;
+        None: label-free (``1 - max`` over all maps).
+        """
+        return attach_background(self.net(images)["cam"], labels, bg_power=self.bg_power, floor=self.eps)
 
     def training_step(
         self,
@@ -169,15 +104,13 @@ class SIPEMethod(WSSSMethod):
         saliency: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> StepOutput:
-        """SIPE's ``cls`` and ``gsc`` on ``images`` (plus ``bg`` with ``"learned"``); logits on ``strong``.
+        """SIPE's ``cls`` and ``gsc`` on ``images``; the student's CAM logits on ``strong`` (with the labels).
 
         ``images_small``, ``saliency`` and ``generator`` are accepted for the common interface and ignored.
         """
         out = self.net(images, labels)
         losses = sipe_loss(out["score"], labels, out["norm_cam"], out["is_cam"])
-        if self.fsae_attach == "learned":
-            losses["bg"] = self.bg_weight * seed_background_loss(out["bg_logit"], out["cam"], out["seeds"], labels)
-        strong_logits = self.cam_logits(strong) if strong is not None else None
+        strong_logits = self.cam_logits(strong, labels) if strong is not None else None
         extras = {
             "score": out["score"].detach(),
             "seed_fraction": (out["seeds"][:, 1:].sum(dim=1) > 0).float().mean().detach(),
@@ -185,7 +118,7 @@ class SIPEMethod(WSSSMethod):
         return StepOutput(losses=losses, strong_logits=strong_logits, extras=extras)
 
     def parameter_groups(self) -> list[dict]:
-        """Trainable backbone parameters (lr x1), then side convs, classifier and background head (lr x10)."""
+        """Trainable backbone parameters (lr x1), then the side convs and the classifier (lr x10)."""
         new = [p for m in self.net.new_modules() for p in m.parameters() if p.requires_grad]
         backbone = [p for p in self.net.backbone.parameters() if p.requires_grad]
         return [{"params": backbone, "lr_mult": 1.0}, {"params": new, "lr_mult": 10.0}]

@@ -5,15 +5,13 @@ A tiny DeiT (deit_tiny widths, depth 3, 64x64 pos-embed grid) keeps every test o
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import timm
 import torch
 
-from fsae.losses import EMATeacher, FSAELoss
+from fsae.losses import EMATeacher, FSAELoss, attach_background
 from fsae.methods.base import StepOutput
-from fsae.methods.mctformer import MCTformerMethod, derived_cam_logits
+from fsae.methods.mctformer import MCTformerMethod
 from fsae.models import PretrainedLoadWarning, load_pretrained
 from fsae.models.mctformer_net import MCTformerV2Net, block_attention
 
@@ -198,9 +196,14 @@ def test_cam_logits_softmax_is_the_normalised_distribution(attach: str, gate: bo
         n = n * out.patch_logits.sigmoid()[:, :, None, None]
     p = torch.cat([1 - n.amax(dim=1, keepdim=True), n], dim=1).clamp_min(1e-4)
     torch.testing.assert_close(logits.softmax(dim=1), p / p.sum(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(method(images), logits)  # method(images) = cam_logits, for EMATeacher
-    step = method(images, make_labels(), strong=images)  # method(images, labels, ...) = training_step (DDP path)
-    torch.testing.assert_close(step.strong_logits, logits)
+    torch.testing.assert_close(method(images), logits)  # method(images) = cam_logits, label-free
+    labels = make_labels()
+    step = method(images, labels, strong=images)  # method(images, labels, ...) = training_step (DDP path)
+    labelled = method(images, labels, cam_only=True)  # what the trainer's teacher and student call
+    torch.testing.assert_close(step.strong_logits, labelled)
+    p = torch.cat([1 - (n * labels[:, :, None, None]).amax(dim=1, keepdim=True), n * labels[:, :, None, None]], dim=1)
+    p = p.clamp_min(1e-4)
+    torch.testing.assert_close(labelled.softmax(dim=1), p / p.sum(dim=1, keepdim=True), rtol=1e-5, atol=1e-6)
 
 
 def test_cam_logits_in_eval_mode_use_the_refined_cams() -> None:
@@ -208,29 +211,23 @@ def test_cam_logits_in_eval_mode_use_the_refined_cams() -> None:
     images = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         out = method.net(images, attention="all")
-        torch.testing.assert_close(method.cam_logits(images), derived_cam_logits(out.cams, out.patch_logits))
+        torch.testing.assert_close(method.cam_logits(images), attach_background(out.cams, gate_logits=out.patch_logits))
         method.eval_cam = "attach"
-        torch.testing.assert_close(method.cam_logits(images), derived_cam_logits(out.patch_cam, out.patch_logits))
+        expected = attach_background(out.patch_cam, gate_logits=out.patch_logits)
+        torch.testing.assert_close(method.cam_logits(images), expected)
 
 
-def test_derived_logits_by_hand_and_reachable_confidence() -> None:
-    # one pixel per case; class maps (C=2) and gate logits chosen by hand
-    maps = torch.tensor([[[[4.0, 2.0, 0.0]], [[0.0, 0.0, 0.0]]]])  # class 1 peaks at pixel 0, class 2 silent
-    logits = derived_cam_logits(maps, image_logits=None, prob_floor=1e-4)
-    n1 = torch.tensor([4.0, 2.0, 0.0]) / (4.0 + 1e-5)
-    bg = 1 - n1
-    expected = torch.stack([bg.clamp_min(1e-4), n1.clamp_min(1e-4), torch.full((3,), 1e-4)]).log() - math.log(1e-4)
-    torch.testing.assert_close(logits[0, :, 0], expected)
-    assert logits[0, 2].eq(0).all()  # a silent map has logit 0: what FSAE's absent="zero" masking writes
-
-    # the 0.95 threshold is reachable: a confident class (sigmoid >= 0.99) at its peak, VOC and COCO class counts
+def test_attached_logits_reach_the_fsae_threshold_through_the_gate() -> None:
+    """A confident class (sigmoid >= 0.99) at its peak, VOC and COCO class counts."""
     for classes in (20, 80):
         maps = torch.zeros(1, classes, 1, 2)
         maps[0, 0, 0, 0] = 1.0
         gate = torch.full((1, classes), -5.0)
         gate[0, 0] = 5.0
-        probs = derived_cam_logits(maps, gate).softmax(dim=1)[0, :, 0]
+        probs = attach_background(maps, gate_logits=gate).softmax(dim=1)[0, :, 0]
         assert probs[1, 0] > 0.95 and probs[0, 1] > 0.95  # foreground at the peak, background elsewhere
+        gate[0, 0] = 0.0  # an unsure classifier (sigmoid 0.5): not confident yet, FSAE's built-in warm-up
+        assert attach_background(maps, gate_logits=gate).softmax(dim=1)[0, 1, 0, 0] < 0.6
 
 
 def test_parameter_groups_partition_trainable_parameters() -> None:
@@ -287,7 +284,7 @@ def test_overfit_one_batch_with_fsae_and_ema_teacher() -> None:
     totals, masked = [], []
     for _ in range(15):
         step = method.training_step(images, labels, strong=strong)
-        teacher_logits = teacher(images)
+        teacher_logits = teacher(images, labels, cam_only=True)
         assert teacher_logits.shape == (2, C + 1, 4, 4) and not teacher_logits.requires_grad
         loss = step.base_loss + fsae(step.strong_logits, teacher_logits, labels)
         optimizer.zero_grad()

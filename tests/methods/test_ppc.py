@@ -57,7 +57,9 @@ def test_gradients_and_parameter_groups(batch):
     method = small_ppc()
     step = method.training_step(images, labels, strong=images.flip(-1))
     teacher = EMATeacher(method)
-    loss = step.base_loss + FSAELoss(conf_threshold=0.0)(step.strong_logits, teacher(images), labels)
+    loss = step.base_loss + FSAELoss(conf_threshold=0.0)(
+        step.strong_logits, teacher(images, labels, cam_only=True), labels
+    )
     loss.backward()
     groups = method.parameter_groups()
     trainable = [p for p in method.parameters() if p.requires_grad]
@@ -90,7 +92,7 @@ def test_overfits_a_fixed_batch_with_fsae(batch):
     totals = []
     for step_index in range(15):
         step = method.training_step(images, labels, strong=strong, generator=torch.Generator().manual_seed(step_index))
-        loss = step.base_loss + criterion(step.strong_logits, teacher(images), labels)
+        loss = step.base_loss + criterion(step.strong_logits, teacher(images, labels, cam_only=True), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fsae.losses import EMATeacher, FSAELoss
+from fsae.losses import EMATeacher, FSAELoss, attach_background
 from fsae.methods.base import StepOutput
-from fsae.methods.sipe import SIPEMethod, derived_cam_logits, seed_background_loss
+from fsae.methods.sipe import SIPEMethod
 from fsae.models.sipe_net import SIPENet, image_specific_cam, seed_iou
 from fsae.ops import expansion_masks
 
@@ -140,9 +140,8 @@ def test_gradients_reach_what_they_should():
     assert all(p.grad is None for n, p in net.backbone.named_parameters() if n in frozen)
 
 
-@pytest.mark.parametrize("attach", ["derived", "learned"])
-def test_parameter_groups_partition_trainable_parameters(attach):
-    method = make_method(fsae_attach=attach)
+def test_parameter_groups_partition_trainable_parameters():
+    method = make_method()
     groups = method.parameter_groups()
     assert [g["lr_mult"] for g in groups] == [1.0, 10.0]
     ids = [id(p) for g in groups for p in g["params"]]
@@ -150,7 +149,6 @@ def test_parameter_groups_partition_trainable_parameters(attach):
     assert set(ids) == {id(p) for p in method.parameters() if p.requires_grad}
     new = {id(p) for m in method.net.new_modules() for p in m.parameters()}
     assert {id(p) for p in groups[1]["params"]} == new
-    assert (method.net.background is not None) == (attach == "learned")
 
 
 def test_batchnorm_modes():
@@ -172,83 +170,54 @@ def test_batchnorm_modes():
     assert all(m.training for m in trained.modules() if isinstance(m, _BatchNorm))
 
 
-def test_cam_logits_derived_softmax_is_the_normalised_maps():
+def test_cam_logits_softmax_is_the_normalised_maps():
     method = make_method()
-    images, _ = batch()
+    images, labels = batch()
     with torch.no_grad():
-        logits = method.cam_logits(images)  # no labels needed
-        norm_cam = method.net(images)["norm_cam"]
+        logits = method.cam_logits(images)  # label-free (inference)
+        out = method.net(images)
     assert logits.shape == (B, C + 1, H, H) and logits.dtype == torch.float32
     assert logits.min() >= 0 and logits.max() <= -math.log(method.eps) + 1e-5
-    p = norm_cam.clamp_min(method.eps)
+    p = out["norm_cam"].clamp_min(method.eps)  # SIPE's own [1 - max n, n]
     torch.testing.assert_close(logits.softmax(dim=1), p / p.sum(dim=1, keepdim=True))
-    torch.testing.assert_close(method(images), logits)  # forward is cam_logits (what EMATeacher calls)
+    torch.testing.assert_close(method(images), logits)  # forward without labels is cam_logits
+    # with the labels (training): the attachment primitive on SIPE's raw CAM, absent classes at the floor
+    with torch.no_grad():
+        labelled = method(images, labels, cam_only=True)
+    torch.testing.assert_close(labelled, attach_background(out["cam"], labels, floor=method.eps))
+    assert torch.all(labelled[:, 1:][labels == 0] == 0)
+    cube = make_method(bg_power=3.0)
+    cube.load_state_dict(method.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(cube.cam_logits(images, labels), attach_background(out["cam"], labels, bg_power=3.0))
 
-    # bg_power: background p_0 = (1 - max n) ** power
-    cube = derived_cam_logits(norm_cam, bg_power=3.0, eps=1e-4)
-    torch.testing.assert_close(cube[:, 1:], logits[:, 1:])
-    torch.testing.assert_close(cube[:, 0], (norm_cam[:, 0].clamp_min(1e-4) ** 3).clamp_min(1e-4).log() - math.log(1e-4))
 
-
-def test_derived_logits_reach_the_fsae_threshold():
-    # one pixel per case, C = 20, class 3 present; FSAE's "multiply" masking puts absent classes at logit 0 = eps
-    norm_cam = torch.zeros(3, C + 1, 1, 1)
-    norm_cam[0, 4] = 1.0  # class map at its peak, nothing else: conf = 1 / (1 + C * eps)
-    norm_cam[1, 4] = 0.9  # background 1 - 0.9 = 0.1: conf ~ 0.9, not confident
-    norm_cam[2, 0] = 1.0  # pure background
-    norm_cam[1, 0] = 0.1
-    labels = torch.zeros(3, C)
+def test_attached_logits_reach_the_fsae_threshold():
+    # C = 20, class 4 present (channel 4); pixel 0 its peak alone, pixel 1 at 0.9 of it, pixel 2 empty
+    maps = torch.zeros(1, C, 1, 3)
+    maps[0, 3] = torch.tensor([1.0, 0.9, 0.0])
+    maps[0, 7] = torch.tensor([0.0, 5.0, 0.0])  # an absent class: must not matter
+    labels = torch.zeros(1, C)
     labels[:, 3] = 1
-    logits = derived_cam_logits(norm_cam)
-    masks = expansion_masks(logits, labels)
+    masks = expansion_masks(attach_background(maps, labels), labels)
     conf = masks.confidence.flatten()
-    assert conf[0].item() == pytest.approx(1 / (1 + C * 1e-4), abs=1e-5) and conf[0] >= 0.95
-    assert conf[1].item() == pytest.approx(0.9 / (1.0 + 19 * 1e-4), abs=1e-4)
+    n0, n1 = 1 / (1 + 1e-5), 0.9 / (1 + 1e-5)
+    assert conf[0].item() == pytest.approx(n0 / (n0 + C * 1e-4), abs=1e-5) and conf[0] >= 0.95
+    assert conf[1].item() == pytest.approx(n1 / (1.0 + 19 * 1e-4), abs=1e-4)
     assert masks.conf_mask.flatten().tolist() == [True, False, True]
     assert masks.pseudo_label.flatten().tolist() == [4, 4, 0]
 
 
-def test_learned_background():
-    method = make_method(fsae_attach="learned")
-    images, labels = batch()
-    out = method.net(images, labels)
-    logits = method.cam_logits(images)
-    assert logits.shape == (B, C + 1, H, H)
-    torch.testing.assert_close(logits, torch.cat([out["bg_logit"], out["cam"]], dim=1))
-    step = method.training_step(images, labels)
-    assert set(step.losses) == {"cls", "gsc", "bg"} and torch.isfinite(step.losses["bg"])
-    method.zero_grad(set_to_none=True)
-    step.losses["bg"].backward()  # trains the background head (and the backbone), not the classifier
-    assert method.net.background.weight.grad.abs().sum() > 0
-    assert method.net.classifier.weight.grad is None
-
-
-def test_seed_background_loss_by_hand():
-    bg = torch.tensor([[[[2.0, 0.0, 5.0]]]], requires_grad=True)  # (1, 1, 1, 3)
-    cam = torch.tensor([[[[1.0, 3.0, 0.0]], [[7.0, 7.0, 7.0]]]])  # class 1 present, class 2 absent (-> 0)
-    labels = torch.tensor([[1.0, 0.0]])
-    seeds = torch.tensor([[[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]]]])  # pixel 2 unseeded
-    loss = seed_background_loss(bg, cam, seeds, labels)
-    ce0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + 1))
-    ce1 = -math.log(math.exp(3) / (1 + math.exp(3) + 1))
-    assert loss.item() == pytest.approx((ce0 + ce1) / 2, abs=1e-5)
-    loss.backward()
-    assert bg.grad[0, 0, 0, 2] == 0
-
-
-@pytest.mark.parametrize("attach", ["derived", "learned"])
-def test_fsae_attached_end_to_end(attach):
-    method = make_method(fsae_attach=attach)
+def test_fsae_attached_end_to_end():
+    method = make_method()
     teacher = EMATeacher(method)
     images, labels = batch()
     step = method.training_step(images, labels, strong=images * 0.8)
     assert isinstance(step, StepOutput) and set(step.extras) == {"score", "seed_fraction"}
     assert step.strong_logits.shape == (B, C + 1, H, H)
-    teacher_logits = teacher(images)
+    teacher_logits = teacher(images, labels, cam_only=True)  # as the trainer calls it
     assert teacher_logits.shape == (B, C + 1, H, H) and not teacher_logits.requires_grad
-    if attach == "learned":  # an untrained background head is never confident: give the teacher a clear background
-        teacher_logits = teacher_logits.clone()
-        teacher_logits[:, 0] = 50.0
+    torch.testing.assert_close(step.strong_logits, method.cam_logits(images * 0.8, labels))
     fsae = FSAELoss()
     loss = fsae(step.strong_logits, teacher_logits, labels)
     assert torch.isfinite(loss) and loss > 0 and fsae.last_stats["mask_fraction"] > 0
@@ -270,7 +239,7 @@ def test_overfit_one_batch_with_fsae():
     totals = []
     for _ in range(15):
         step = method.training_step(images, labels, strong=strong)
-        loss = step.base_loss + fsae(step.strong_logits, teacher(images), labels)
+        loss = step.base_loss + fsae(step.strong_logits, teacher(images, labels, cam_only=True), labels)
         assert all(torch.isfinite(v) for v in step.losses.values()) and torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()
@@ -304,8 +273,8 @@ def test_other_timm_backbone_and_validation():
     out = net(torch.randn(1, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0]]))
     assert out["is_cam"].shape == (1, 4, 4, 4)
     assert SIPENet(num_classes=3, backbone="resnet18", frozen_levels=0).frozen_parameters == []
-    with pytest.raises(ValueError, match="fsae_attach"):
-        SIPEMethod(backbone="resnet18", fsae_attach="nope")
+    with pytest.raises(ValueError, match="bg_power"):
+        SIPEMethod(backbone="resnet18", bg_power=0)
     with pytest.raises(ValueError, match="batchnorm"):
         SIPENet(backbone="resnet18", batchnorm="nope")
     with pytest.raises(ValueError, match="labels must have shape"):
