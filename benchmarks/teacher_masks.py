@@ -12,7 +12,10 @@ to the CAM grid (nearest), scores them.  Printed, for each threshold setting:
 * ``precision``: share of those pixels whose pseudo-label is the ground truth (also for background- and
   foreground-labelled confident pixels separately);
 * ``fg share``: share of the supervised pixels labelled foreground (an image is mostly background);
-* ``object recall``: share of the ground-truth object pixels supervised with their right class.
+* ``object recall``: share of the ground-truth object pixels supervised with their right class;
+* ``images with conf fg``: share of the images where the teacher is confident on at least one foreground pixel
+  (``--by-classes`` gives it, and everything else, for single-class and multi-class images apart: a derived
+  background needs one class to dominate a pixel, which two present classes can prevent).
 
 Example (the toy comparison of ``benchmarks/toy_quality.py``)::
 
@@ -37,7 +40,8 @@ from fsae.ops import expansion_masks
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 COUNTS = ("pixels", "conf", "conf_ok", "conf_bg", "conf_bg_ok", "conf_fg", "conf_fg_ok", "ring", "ring_ok",
-          "ring_fg", "objects", "objects_ok")  # fmt: skip
+          "ring_fg", "objects", "objects_ok", "images", "images_fg")  # fmt: skip
+GROUPS = ("all", "1 class", "2+ classes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--absent", default="zero", help="comma-separated: zero, exclude")
     parser.add_argument("--mode", choices=("eval", "train"), default="eval", help="network mode (teacher: train)")
     parser.add_argument("--limit", type=int, help="only the first N images")
+    parser.add_argument("--by-classes", action="store_true",
+                        help="also score images with one class and with several classes apart")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write the results as JSON")
     return parser
 
@@ -73,6 +79,8 @@ def _score(counts: dict[str, int], pseudo: torch.Tensor, conf: torch.Tensor, rin
         ("objects_ok", (conf | ring) & right & (gt > 0)),
     ):  # fmt: skip
         counts[name] += int(mask.sum())
+    counts["images"] += 1
+    counts["images_fg"] += int(bool((conf & fg).any()))
 
 
 def _summary(c: dict[str, int]) -> dict[str, float]:
@@ -89,6 +97,7 @@ def _summary(c: dict[str, int]) -> dict[str, float]:
         "ring precision": pct("ring_ok", "ring"),
         "fg share": 100.0 * (c["conf_fg"] + c["ring_fg"]) / max(supervised, 1),
         "object recall": pct("objects_ok", "objects"),
+        "images with conf fg": pct("images_fg", "images"),
     }
 
 
@@ -99,7 +108,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
     root = args.data_root or config["data"]["root"]
     dataset = VOCSegmentation(root, args.split)
     settings = [(float(t), a) for t in args.conf_thresholds.split(",") for a in args.absent.split(",")]
-    counts = {s: dict.fromkeys(COUNTS, 0) for s in settings}
+    groups = GROUPS if args.by_classes else GROUPS[:1]
+    counts = {(s, g): dict.fromkeys(COUNTS, 0) for s in settings for g in groups}
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     for index in range(count):
         item = dataset[index]
@@ -109,28 +119,32 @@ def measure(args: argparse.Namespace) -> list[dict]:
         # with the image labels, as the trainer's teacher (a background-free method builds its background from them)
         logits = model.cam_logits((image - IMAGENET_MEAN) / IMAGENET_STD, item["labels"].unsqueeze(0))
         gt = F.interpolate(item["mask"][None, None].float(), size=logits.shape[-2:], mode="nearest")[0, 0].long()
-        for conf_threshold, absent in settings:
+        group = "1 class" if int((item["labels"] != 0).sum()) == 1 else "2+ classes"
+        for setting in settings:
+            conf_threshold, absent = setting
             masks = expansion_masks(
                 logits, item["labels"].unsqueeze(0), conf_threshold, args.ring_threshold, absent=absent
             )
-            _score(counts[conf_threshold, absent], masks.pseudo_label[0], masks.conf_mask[0], masks.ring_mask[0], gt)
+            for g in {"all", group} & set(groups):
+                _score(counts[setting, g], masks.pseudo_label[0], masks.conf_mask[0], masks.ring_mask[0], gt)
     return [
-        {"conf_threshold": t, "absent": a, "ring_threshold": args.ring_threshold, **_summary(counts[t, a])}
-        for t, a in settings
-    ]
+        {"conf_threshold": t, "absent": a, "images": g, "ring_threshold": args.ring_threshold,
+         **_summary(counts[(t, a), g])}
+        for t, a in settings for g in groups
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     rows = measure(args)
-    keys = [k for k in rows[0] if k not in ("conf_threshold", "absent", "ring_threshold")]
+    keys = [k for k in rows[0] if k not in ("conf_threshold", "absent", "images", "ring_threshold")]
     print(f"teacher masks of {args.checkpoint} ({args.weights}, {args.mode} mode) on {args.split}, long side "
           f"{args.long_side}, tau_ring {args.ring_threshold}; percentages")  # fmt: skip
-    print("| tau_conf | absent | " + " | ".join(keys) + " |")
-    print("|---|---|" + "---:|" * len(keys))
+    print("| tau_conf | absent | images | " + " | ".join(keys) + " |")
+    print("|---|---|---|" + "---:|" * len(keys))
     for row in rows:
         values = " | ".join(f"{row[k]:.1f}" for k in keys)
-        print(f"| {row['conf_threshold']} | {row['absent']} | {values} |")
+        print(f"| {row['conf_threshold']} | {row['absent']} | {row['images']} | {values} |")
     if args.json:
         args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows}, indent=2))
     return 0
