@@ -42,13 +42,17 @@ are MCTformer-V2's inference CAMs instead (fused, refined by the patch-to-patch 
 original's ``--attention-type fused --layer-index 3 --patch-attn-refine``), so ``fsae.infer`` reproduces the
 published seed pipeline; in train mode (the student, and the EMA teacher in its default "train" mode) the
 ``fsae_attach`` maps are used. An EMA teacher in "eval" mode would see the refined CAMs: set ``eval_cam="attach"``
-for a teacher that matches the student.
+for a teacher that matches the student. :meth:`MCTformerMethod.authors_cams` gives the authors' own pseudo-label
+maps (their ``generate_attention_maps_ms``: the refined fused CAMs of the image and its mirror at scale 1.0, summed,
+min-max normalised per class, no softmax; the background a constant threshold plane).
 
 Optimisation (original ``main.py``): timm AdamW, one learning rate ``5e-4 * batch / 512`` for *all* parameters (no
 higher rate for the new layers), weight decay 0.05 except for biases, norm weights, ``pos_embed`` and ``cls_token``,
-cosine schedule, 60 epochs, 224 crops, drop path 0.1. :meth:`MCTformerMethod.parameter_groups` reproduces the
-decay split (``"weight_decay": 0.0`` on the no-decay groups) and uses ``new_lr_mult=1.0`` by default for the class
-tokens and conv head; ``drop_path_rate`` defaults to 0.1.
+cosine schedule stepped per epoch (timm's ``CosineLRScheduler``: 5 warm-up epochs from 1e-6, floor 1e-5, the
+trainer's ``optim.schedule: cosine_epoch``), 60 epochs, 224 crops, drop path 0.1.
+:meth:`MCTformerMethod.parameter_groups` reproduces the decay split (``"weight_decay": 0.0`` on the no-decay
+groups) and uses ``new_lr_mult=1.0`` by default for the class tokens and conv head; ``drop_path_rate`` defaults to
+0.1.
 """
 
 from __future__ import annotations

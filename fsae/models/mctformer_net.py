@@ -4,8 +4,9 @@ The network is a timm ViT (DeiT-S/16 by default) whose single class token is rep
 foreground class, with a 3x3 convolution on the patch tokens as a second, dense classifier. Everything else is timm's:
 ``patch_embed``, ``pos_embed``, ``blocks``, ``norm_pre``, ``pos_drop`` are taken from ``timm.create_model`` (via
 :func:`fsae.models.create_backbone`, so ``pretrained=True`` and ``pretrained_path=FILE`` work as for every backbone);
-nothing of timm is copied here. Per image of size ``H x W`` (multiples of the patch size, any aspect ratio) with
-``h, w = H / 16, W / 16``:
+nothing of timm is copied here. Per image of size ``H x W`` (any size of at least one patch; the rows and columns
+past the last multiple of 16 are not seen, as the original's strided patch convolution drops them) with
+``h, w = H // 16, W // 16``:
 
 * ``token_logits (B, C)``: each class token after the last block, averaged over the embedding dimension
   (``x_cls_logits = x[:, :C].mean(-1)`` in the original);
@@ -34,16 +35,22 @@ Facts taken from the authors' code (``xulianuwa/MCTformer``: ``models.py``, ``ma
   this net does the same in each case;
 * the conv head keeps PyTorch's default ``Conv2d`` initialisation (the original's ``_init_weights`` only touches
   ``Linear`` and ``LayerNorm``);
-* position embeddings of the patches are interpolated bicubically to the input's grid (no antialiasing).
+* position embeddings of the patches are interpolated bicubically to the input's grid (no antialiasing) as the
+  original's ``interpolate_pos_encoding`` does (``pos_resample="authors"``, default): ``scale_factor =
+  (grid + 0.1) / 14`` (the output has ``grid`` cells, its source coordinates are those of the factor), left as is
+  only for a square image on the 14 x 14 grid (a 224 x 238 image is resampled although its grid is 14 x 14);
+  :func:`resample_pos_embed`.
 
 State-dict keys equal the original's (``cls_token (1, C, D)``, ``pos_embed (1, C + N, D)``, ``patch_embed.proj``,
 ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``head``), so an original MCTformer-V2 checkpoint
 loads with :func:`fsae.models.load_pretrained`; its unused ``norm.weight`` / ``norm.bias`` are reported as unexpected.
+``python -m fsae.models.import_checkpoint --method mctformer checkpoint.pth RUN_DIR`` makes a run folder of it.
 
 Deviations: the fused map inside ``cams`` is not detached (the original detaches the patch CAM there; no difference
-under ``torch.no_grad``), and the position-embedding interpolation targets the grid size directly instead of the
-original's ``scale_factor=(grid + 0.1) / old_grid`` (same output size; source coordinates differ by the factor
-``grid / (grid + 0.1)``, 0.4 % on a 28x28 grid).
+under ``torch.no_grad``). ``pos_resample="exact"`` (a switch, not the default) resamples the position embedding to
+the grid size directly (timm's ``resample_abs_pos_embed``): source coordinates differ by the factor
+``grid / (grid + 0.1)``; with the fidelity fixture's random DeiT-S weights the fused CAM moves by 3e-4 .. 8e-4 of
+its maximum (75 x 100 .. 224 x 238 inputs), the class-token logits by up to 2e-3.
 """
 
 from __future__ import annotations
