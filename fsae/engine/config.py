@@ -66,7 +66,9 @@ DEFAULTS: dict[str, Any] = {
         "saliency_dir": None,
         # where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image
         # on a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole
-        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop
+        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop;
+        # timm = MCTformer's view from timm's create_transform (random-resized crop, flip, RandAugment
+        # augment.auto_augment, random erasing augment.random_erasing), FSAE's views made from it as in crop
         "geometry": "authors",
         # crop pixels outside a smaller image: black (the authors' zero container) | mean (ImageNet mean, 0 after
         # normalisation; ours)
@@ -104,6 +106,10 @@ DEFAULTS: dict[str, Any] = {
         "blur_kernel_size": 0,
         # RandAugment Solarize threshold ~ U[0, solarize_max) levels: 256.0 the authors | 255.0 ours (U[0, 1])
         "solarize_max": 256.0,
+        # data.geometry timm only: timm's auto_augment string ("" = none) and random-erasing probability
+        # (pixel mode, one box, after the normalisation: the weak view only)
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "random_erasing": 0.25,
     },
     "optim": {
         "name": "sgd",  # sgd | adamw
@@ -147,7 +153,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES = {
     "method.name": ("ppc", "sipe", "mctformer"),
     "data.dataset": ("voc", "coco"),
-    "data.geometry": ("authors", "crop"),
+    "data.geometry": ("authors", "crop", "timm"),
     "data.crop_fill": ("black", "mean"),
     "data.saliency_resize": ("bicubic", "bilinear"),
     "data.on_error": ("raise", "skip"),
@@ -213,6 +219,7 @@ RANGES = {
     "augment.blur_sigma": "> 0",
     "augment.p_blur": "[0, 1]",
     "augment.solarize_max": "(0, 256]",
+    "augment.random_erasing": "[0, 1]",
 }
 
 
@@ -457,6 +464,9 @@ def _check_cam(config: dict[str, Any]) -> None:
     schedule_steps = config["optim"]["schedule_steps"]
     if schedule_steps is not None and schedule_steps < 1:
         raise ConfigError(f"optim.schedule_steps must be >= 1 (or null), got {schedule_steps}")
+    if config["data"]["geometry"] == "timm" and config["data"]["saliency_dir"] is not None:
+        raise ConfigError("data.geometry=timm cannot carry saliency maps (RandAugment moves pixels): unset "
+                          "data.saliency_dir or use another geometry")  # fmt: skip
     optim = config["optim"]
     if optim["schedule"] == "cosine_epoch":
         clash = [f"optim.{k}={optim[k]}" for k in ("warmup_steps", "schedule_steps") if optim[k]]

@@ -41,6 +41,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 
 from fsae.augment import TrainingViews
+from fsae.augment.views import random_erase
 from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
 from fsae.engine.config import ConfigError
 from fsae.engine.rundir import prepare_run_dir, trim_log
@@ -123,6 +124,8 @@ def build_dataset(config: dict[str, Any]):
         mode=data["geometry"],
         crop_fill=data["crop_fill"],
         saliency_resize=data["saliency_resize"],
+        auto_augment=config["augment"].get("auto_augment") or None,
+        re_prob=config["augment"].get("random_erasing", 0.0),
     )
     cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
     return cls(
@@ -720,7 +723,7 @@ def train(
         weak01, strong01 = views(batch["image"], batch["geometry"], config["data"]["crop_size"], state.generators,
                                  strong=expanding)  # fmt: skip
         saliency = batch["saliency"].float().to(weak01.device) if "saliency" in batch else None
-        weak = _normalise(weak01)
+        weak = random_erase(_normalise(weak01), batch["geometry"])  # data.geometry timm only: its erasing boxes
         strong = _normalise(strong01) if expanding else None
         with accelerator.autocast():
             terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,

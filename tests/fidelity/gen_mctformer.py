@@ -14,7 +14,12 @@ Run by ``regenerate.py --mctformer DIR``. Writes
 * ``mctformer_cams.npz``: their ``generate_attention_maps_ms`` end to end (``--attention-type fused
   --layer-index 3 --patch-attn-refine --visualize-cls-attn``: the V2 recipe of ``run_coco.sh``) on that image
   saved losslessly, for ``--scales 1.0`` (``cams_1``) and ``--scales 1.0 0.5 1.5`` (``cams_ms``): ``(K, 75, 100)``
-  float32 maps of the ``label_ids`` present classes (their saved ``.npy`` dict), ``labels (20,)``.
+  float32 maps of the ``label_ids`` present classes (their saved ``.npy`` dict), ``labels (20,)``;
+* ``mctformer_views.npz``: their training transform (``datasets.build_transform(True, args)`` with ``main.py``'s
+  default arguments, ``--input-size 64`` to keep the fixture small) on ``image`` for ``VIEW_DRAWS`` draws, each
+  drawn as :class:`fsae.data.transforms.TimmView` seeds timm's three random streams (:func:`view_seeds`):
+  ``pil_{i}`` the uint8 view after its PIL stages, ``box_{i}`` the erased box ``(y, x, h, w)`` (zeros: none) and
+  ``erased_{i}`` their final tensor's values in it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ LAYOUT = FIXTURES / "mctformer_layout.json"
 BOX = (150, 50, 250, 125)  # (left, top, right, bottom) of chelsea.jpg: 75 x 100
 LABEL_IDS = (6, 7, 14)  # present classes; 7 has an all-zero fused map at scale 1.0 with these weights (edge case)
 SQUARE, WIDE = (96, 96), (224, 238)
+VIEW_SIZE, VIEW_DRAWS = 64, 12
+
+
+def view_seeds(draw: int) -> list[int]:
+    """The three seeds (Python ``random``, NumPy + torch, the erasing's torch draw) of draw ``draw``: what
+    :class:`fsae.data.transforms.TimmView` takes from the sample generator ``default_rng([0, 0, draw])``."""
+    return [int(v) for v in np.random.default_rng([0, 0, draw]).integers(0, 2**31, size=3)]
 
 
 def photo() -> np.ndarray:
@@ -135,4 +147,41 @@ def generate(upstream: Path, out: Path) -> list[Path]:
             cams[name] = np.stack([np.asarray(maps[k], np.float32) for k in sorted(maps)])
         path = out / "mctformer_cams.npz"
         np.savez_compressed(path, **cams)
-    return [out / "mctformer_layout.json", network, path]
+        views = out / "mctformer_views.npz"
+        np.savez_compressed(views, **their_views(rgb))
+    return [out / "mctformer_layout.json", network, path, views]
+
+
+def their_views(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Their training transform, stage by stage (module docstring), on ``rgb`` for every draw."""
+    import random
+
+    import datasets as their_datasets
+    import main as their_main
+
+    args = their_main.get_args_parser().parse_args([])  # main.py's defaults: --aa, --reprob, --color-jitter, ...
+    args.input_size = VIEW_SIZE
+    transform = their_datasets.build_transform(True, args)
+    names = [type(t).__name__ for t in transform.transforms]
+    assert names[-2:] == ["Normalize", "RandomErasing"] and "ToTensor" in names[-3], names
+    out: dict[str, np.ndarray] = {"view_size": np.asarray(VIEW_SIZE)}
+    for draw in range(VIEW_DRAWS):
+        s_py, s_np, s_erase = view_seeds(draw)
+        random.seed(s_py)
+        np.random.seed(s_np)
+        torch.manual_seed(s_np)
+        image = Image.fromarray(rgb)
+        for t in transform.transforms[:-3]:
+            image = t(image)
+        out[f"pil_{draw}"] = np.asarray(image, dtype=np.uint8)
+        tensor = transform.transforms[-2](transform.transforms[-3](image))
+        before = tensor.clone()
+        torch.manual_seed(s_erase)
+        tensor = transform.transforms[-1](tensor)
+        changed = (tensor != before).any(dim=0)
+        rows, cols = changed.any(dim=1).nonzero().flatten(), changed.any(dim=0).nonzero().flatten()
+        box = (int(rows[0]), int(cols[0]), len(rows), len(cols)) if len(rows) else (0, 0, 0, 0)
+        y, x, h, w = box
+        out[f"box_{draw}"] = np.asarray(box, np.int64)
+        out[f"erased_{draw}"] = tensor[:, y : y + h, x : x + w].numpy()
+    return out

@@ -143,3 +143,65 @@ def test_multiscale_cams_at_any_size_and_scale(method, fixture):
         total = total + F.interpolate(probs, size=(75, 100), mode="bilinear", align_corners=False)
     expected = cam_normalize(total, labels, mode="max", eps=1e-5)
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-4)
+
+
+VIEWS = FIXTURES / "mctformer_views.npz"
+
+
+def test_timm_geometry_gives_their_training_views(fixture):
+    """``data.geometry: timm`` (``TimmView`` in the loader, FSAE's weak view with zero jitter, the trainer's
+    normalisation and ``random_erase``) against their ``build_transform(True, args)`` with ``main.py``'s
+    defaults, draw for draw: every uint8 pixel of the PIL stages, the erasing box and its values."""
+    from fsae.augment import TrainingViews
+    from fsae.augment.views import random_erase
+    from fsae.data.transforms import train_geometry
+    from fsae.engine.config import load_config
+    from fsae.engine.trainer import _normalise
+
+    theirs = np.load(VIEWS)
+    size = int(theirs["view_size"])
+    config = load_config(None, ["data.geometry=timm", f"data.crop_size={size}",
+                                "augment.weak_color_jitter=[0, 0, 0, 0]"])  # fmt: skip
+    geometry = train_geometry(size, mode="timm", flip_p=config["data"]["flip"],
+                              auto_augment=config["augment"]["auto_augment"],
+                              re_prob=config["augment"]["random_erasing"])  # fmt: skip
+    views = TrainingViews.from_config(config)
+    erased = 0
+    for draw in range(sum(k.startswith("pil_") for k in theirs)):
+        sample = geometry({"image": fixture["image"].copy()}, np.random.default_rng([0, 0, draw]))
+        assert np.array_equal(sample["image"], theirs[f"pil_{draw}"]), draw
+        box = [sample["geometry"][k] for k in ("erase_y", "erase_x", "erase_h", "erase_w")]
+        assert box == theirs[f"box_{draw}"].tolist(), draw
+        batch_geometry = {k: torch.tensor([v]) for k, v in sample["geometry"].items()}
+        image = torch.from_numpy(sample["image"]).permute(2, 0, 1)[None].contiguous()
+        generators = {"weak": torch.Generator().manual_seed(0), "strong": torch.Generator().manual_seed(1)}
+        weak01, _ = views(image, batch_geometry, size, generators, strong=False)
+        assert torch.equal(weak01, image.float() / 255)  # zero jitter: their input as it is
+        weak = random_erase(_normalise(weak01), batch_geometry)
+        y, x, h, w = box
+        if h:
+            erased += 1
+            torch.testing.assert_close(weak[0, :, y : y + h, x : x + w], torch.from_numpy(theirs[f"erased_{draw}"]))
+        keep = torch.ones(size, size, dtype=torch.bool)
+        keep[y : y + h, x : x + w] = False
+        torch.testing.assert_close(weak[0][:, keep], _normalise(weak01)[0][:, keep], rtol=0, atol=0)
+    assert erased >= 1
+
+
+def test_timm_geometry_leaves_the_global_random_streams_alone(fixture):
+    import random
+
+    from fsae.data.transforms import TimmView
+
+    view = TimmView(32)
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    view({"image": fixture["image"].copy()}, np.random.default_rng(0))
+    after = (random.random(), np.random.random(), torch.rand(1).item())
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    assert after == (random.random(), np.random.random(), torch.rand(1).item())
+    with pytest.raises(ValueError, match="saliency"):
+        view({"image": fixture["image"].copy(), "saliency": np.zeros((75, 100), np.uint8)}, np.random.default_rng(0))
