@@ -3,7 +3,8 @@
     accelerate launch recipes/voc_fsae.py --data-root /data/VOCdevkit/VOC2012 --output-dir runs/voc_ppc_fsae
     python recipes/voc_fsae.py --config recipes/configs/toy_fsae.yaml --data-root /tmp/toy --output-dir runs/toy
 
-Options: ``--config`` (default ``configs/voc_ppc_fsae.yaml``; also ``voc_sipe_fsae``, ``voc_mctformer_fsae``),
+Options: ``--config`` (default ``configs/voc_ppc_fsae.yaml``; also ``voc_sipe_fsae``, ``voc_mctformer_fsae``,
+``voc_mctformer_baseline``),
 ``--resume latest``, ``--set key=value``, ``--mixed-precision bf16``; see ``--help``.
 """
 

@@ -11,6 +11,10 @@ Two layouts, chosen by ``data.geometry`` (:func:`fsae.data.transforms.train_geom
   leaves the image; the strong view is then blurred and RandAugmented on that padded crop.
 * ``"crop"`` (ours): the loader delivers the ``(3, crop, crop)`` crops, already padded; both views are
   perturbed on the crop.
+* ``"timm"`` (MCTformer's training view, :class:`fsae.data.transforms.TimmView`): the loader delivers timm's
+  finished ``(3, crop, crop)`` views (random-resized crop, flip, RandAugment); here as ``"crop"`` (set
+  ``augment.weak_color_jitter`` to zeros for the authors' input unchanged), and :func:`random_erase` applies the
+  loader's erasing boxes to the normalised weak view.
 
 With the uint8 arithmetic (``augment.arithmetic``) every op runs on 8-bit levels with PIL's rounding
 (:mod:`fsae.augment.levels`), so that the views are those of the authors' PIL code, given the same draws.
@@ -33,10 +37,10 @@ from . import functional as AF
 from . import levels as LV
 from .perturbation import StrongPerturbation, WeakPerturbation, _Photometric
 
-__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas"]
+__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas", "random_erase"]
 
 #: ``data.geometry``: where the views are cut (see the module docstring).
-GEOMETRIES: tuple[str, ...] = ("authors", "crop")
+GEOMETRIES: tuple[str, ...] = ("authors", "crop", "timm")
 #: ``data.crop_fill``: the value of crop pixels outside the image, uint8 RGB: black (the authors' zero
 #: container) or the ImageNet mean (0 after normalisation).
 CROP_FILLS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "mean": (124, 116, 104)}
@@ -75,6 +79,26 @@ def crop_canvas(
     return torch.where(inside, out, fill_values)
 
 
+def random_erase(images: torch.Tensor, geometry: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """timm's ``RandomErasing`` (``mode="pixel"``) with the boxes the loader drew (:class:`~fsae.data.transforms.
+    TimmView`): sample ``i``'s box ``erase_y, erase_x, erase_h, erase_w`` of the ImageNet-normalised ``images``
+    ``(B, 3, H, W)`` is replaced by ``N(0, 1)`` values, ``torch.Generator().manual_seed(erase_seed).normal_`` of
+    shape ``(3, h, w)`` (the values timm draws); ``erase_h = 0``: untouched. Returns a new tensor (same dtype and
+    device); without ``erase_h`` in ``geometry`` the images are returned as they are."""
+    if "erase_h" not in geometry:
+        return images
+    boxes = torch.stack([geometry[k] for k in ("erase_y", "erase_x", "erase_h", "erase_w")], dim=1).tolist()
+    seeds = geometry["erase_seed"].tolist()
+    out = None
+    for i, ((y, x, h, w), seed) in enumerate(zip(boxes, seeds, strict=True)):
+        if h == 0 or w == 0:
+            continue
+        noise = torch.empty(images.shape[1], h, w).normal_(generator=torch.Generator().manual_seed(int(seed)))
+        out = images.clone() if out is None else out
+        out[i, :, y : y + h, x : x + w] = noise.to(device=images.device, dtype=images.dtype)
+    return images if out is None else out
+
+
 def _work_from_uint8(module: _Photometric, images: torch.Tensor) -> torch.Tensor:
     """A float32 working buffer of ``module`` from ``uint8`` images: the levels, or levels / 255."""
     work = images.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -87,8 +111,8 @@ class TrainingViews:
     Args:
         weak: the weak view's :class:`~fsae.augment.WeakPerturbation`.
         strong: the strong view's :class:`~fsae.augment.StrongPerturbation`.
-        geometry: ``"authors"`` (images are canvases: jitter the whole image, then crop) or ``"crop"`` (images
-            are the crops), see :data:`GEOMETRIES`.
+        geometry: ``"authors"`` (images are canvases: jitter the whole image, then crop), ``"crop"`` or
+            ``"timm"`` (images are the crops / timm's views), see :data:`GEOMETRIES`.
         crop_fill: ``"black"`` or ``"mean"`` (:data:`CROP_FILLS`): crop pixels outside the image, in the
             ``"authors"`` geometry (in ``"crop"`` the loader has padded already).
 
@@ -200,8 +224,10 @@ class TrainingViews:
         Arguments and result as in :meth:`__call__`; no strong view when ``strong_params`` is None."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise TypeError(f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-        if self.geometry == "crop" and tuple(images.shape[-2:]) != (crop_size, crop_size):
-            raise ValueError(f"crop geometry: images must be {crop_size}x{crop_size}, got {tuple(images.shape)}")
+        if self.geometry != "authors" and tuple(images.shape[-2:]) != (crop_size, crop_size):
+            raise ValueError(
+                f"{self.geometry} geometry: images must be {crop_size}x{crop_size}, got {tuple(images.shape)}"
+            )
         region = origin = None
         if self.geometry == "authors":
             region = torch.stack([geometry["resized_h"], geometry["resized_w"]], dim=1)

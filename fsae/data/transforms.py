@@ -27,16 +27,21 @@ cropped here but delivered, resized and flipped, top-left on a fixed
 the crop (on the training device, :class:`fsae.augment.views.TrainingViews`);
 ``mask`` and ``saliency`` are cropped here (fill 255 / 0), and the saliency is
 resized bicubic as the authors' ``RandomResizeLong`` did.
+``train_geometry(..., mode="timm")`` is MCTformer's (DeiT's) training view, made by timm's own transform factory
+(:class:`TimmView`): the ``image`` is the finished ``(crop, crop, 3)`` uint8 view (random-resized crop, flip,
+RandAugment) and ``geometry`` holds the random-erasing box that the trainer applies after the normalisation.
 docs/method.md §6 second stage (DeepLab): :func:`seg_train_geometry` (scale U[0.5, 1.5],
 flip 0.5, 448 crop padded with the mean image / 255 ignore).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
 from fsae.augment.views import CROP_FILLS
@@ -51,6 +56,7 @@ __all__ = [
     "RandomResizeLong",
     "RandomScale",
     "SecondView",
+    "TimmView",
     "seg_train_geometry",
     "train_geometry",
 ]
@@ -290,6 +296,84 @@ class SecondView:
         return f"SecondView({self.size})"
 
 
+class TimmView:
+    """MCTformer's (DeiT's) training view, made by timm's ``create_transform`` as the authors' ``datasets.py``
+    calls it: ``create_transform(size, is_training=True, color_jitter=0.4, auto_augment=auto_augment,
+    interpolation=interpolation, re_prob=re_prob, re_mode="pixel", re_count=1)`` (timm's defaults for the rest:
+    ``RandomResizedCropAndInterpolation`` at scale 0.08-1 and ratio 3/4-4/3, ``hflip=flip_p``). timm skips the
+    colour jitter when RandAugment is on, as it did for the authors.
+
+    The PIL stages (crop, flip, RandAugment) make ``image``, the ``uint8 (size, size, 3)`` view; the last stage
+    (``ToTensor``, ``Normalize``, ``RandomErasing``) belongs after the normalisation on the training device: its
+    erasing box is drawn here by timm's own ``RandomErasing`` (on a NaN tensor of the view's shape) and recorded in
+    ``geometry`` (which keeps ``orig_h, orig_w``; the crop and flip stay inside timm) as ``erase_y, erase_x,
+    erase_h, erase_w`` (``erase_h = 0``: not erased) with ``erase_seed``, the
+    seed of the ``N(0, 1)`` pixel values (``torch.Generator().manual_seed(erase_seed)``, one ``normal_`` of shape
+    ``(3, erase_h, erase_w)``, the values timm's ``pixel`` mode draws); :func:`fsae.augment.views.random_erase`
+    applies it. ``mask`` and ``saliency`` cannot follow RandAugment's geometric ops: ``mask`` is dropped and a
+    ``saliency`` map is an error.
+
+    timm draws from Python's ``random``, NumPy's global generator and torch's: each sample seeds all three from
+    ``rng`` inside this call and restores their states afterwards, so the view is a function of the sample's
+    generator (the same on resume and in any worker) and the global streams are left as they were.
+    """
+
+    def __init__(
+        self,
+        size: int = 224,
+        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+        interpolation: str = "bicubic",
+        flip_p: float = 0.5,
+        re_prob: float = 0.25,
+    ) -> None:
+        from timm.data import create_transform
+
+        primary, secondary, final = create_transform(
+            size, is_training=True, color_jitter=0.4, auto_augment=auto_augment or None,
+            interpolation=interpolation, hflip=flip_p, re_prob=re_prob, re_mode="pixel", re_count=1, separate=True,
+        )  # fmt: skip
+        self.size, self.re_prob = size, re_prob
+        self.pil = [*primary.transforms, *secondary.transforms]
+        erasing = [t for t in final.transforms if type(t).__name__ == "RandomErasing"]
+        self.erasing = erasing[0] if erasing else None
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if "saliency" in sample:
+            raise ValueError("the timm geometry cannot carry a saliency map (RandAugment moves pixels)")
+        geometry = _geometry(sample)
+        for key in ("resized_h", "resized_w", "flip", "crop_y", "crop_x"):  # drawn inside timm, not known here
+            geometry.pop(key, None)
+        seeds = [int(v) for v in rng.integers(0, 2**31, size=3)]
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            random.seed(seeds[0])
+            np.random.seed(seeds[1])
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seeds[1])
+                image = Image.fromarray(sample["image"])
+                for transform in self.pil:
+                    image = transform(image)
+                box = (0, 0, 0, 0)
+                if self.erasing is not None:
+                    torch.manual_seed(seeds[2])  # the erasing's values are the first draw after this seed
+                    probe = self.erasing(torch.full((3, self.size, self.size), float("nan")))
+                    rows = torch.isfinite(probe[0]).any(dim=1).nonzero().flatten()
+                    cols = torch.isfinite(probe[0]).any(dim=0).nonzero().flatten()
+                    if len(rows):
+                        box = (int(rows[0]), int(cols[0]), len(rows), len(cols))
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+        sample["image"] = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+        sample.pop("mask", None)
+        geometry["erase_y"], geometry["erase_x"], geometry["erase_h"], geometry["erase_w"] = box
+        geometry["erase_seed"] = seeds[2]
+        return sample
+
+    def __repr__(self) -> str:
+        return f"TimmView({self.pil}, erasing={self.erasing})"
+
+
 def train_geometry(
     crop_size: int = 448,
     long_side: tuple[int, int] = (448, 768),
@@ -298,6 +382,8 @@ def train_geometry(
     mode: str = "crop",
     crop_fill: str = "mean",
     saliency_resize: str = "bilinear",
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+    re_prob: float = 0.25,
 ) -> Compose:
     """The training geometry of docs/method.md §3: resize long side, flip, crop (+ optional second view).
 
@@ -310,12 +396,18 @@ def train_geometry(
         crop_fill: ``"mean"`` (ImageNet mean) or ``"black"``: the padding of ``"crop"`` mode (in
             ``"authors"`` mode the device pads, with ``data.crop_fill``).
         saliency_resize: ``"bilinear"`` or ``"bicubic"`` (the authors').
+        auto_augment, re_prob: ``"timm"`` mode only (:class:`TimmView`, MCTformer's view; ``long_side``,
+            ``crop_fill`` and ``saliency_resize`` do not apply there).
 
-    Either way ``saliency`` comes out cropped (``crop x crop``, 0 outside the image) and ``geometry`` holds
-    ``resized_h, resized_w, flip, crop_y, crop_x``.
+    In ``"crop"`` and ``"authors"`` mode ``saliency`` comes out cropped (``crop x crop``, 0 outside the image) and
+    ``geometry`` holds ``resized_h, resized_w, flip, crop_y, crop_x``.
     """
-    if mode not in ("crop", "authors"):
-        raise ValueError(f"mode must be 'crop' or 'authors', got {mode!r}")
+    if mode not in ("crop", "authors", "timm"):
+        raise ValueError(f"mode must be 'crop', 'authors' or 'timm', got {mode!r}")
+    if mode == "timm":
+        if second_view is not None:
+            raise ValueError("second_view needs the crop: use mode='crop'")
+        return Compose([TimmView(crop_size, auto_augment, "bicubic", flip_p, re_prob)])
     if crop_fill not in CROP_FILLS:
         raise ValueError(f"crop_fill must be one of {tuple(CROP_FILLS)}, got {crop_fill!r}")
     resize = RandomResizeLong(*long_side, saliency_resize=saliency_resize)

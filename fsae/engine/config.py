@@ -66,7 +66,9 @@ DEFAULTS: dict[str, Any] = {
         "saliency_dir": None,
         # where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image
         # on a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole
-        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop
+        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop;
+        # timm = MCTformer's view from timm's create_transform (random-resized crop, flip, RandAugment
+        # augment.auto_augment, random erasing augment.random_erasing), FSAE's views made from it as in crop
         "geometry": "authors",
         # crop pixels outside a smaller image: black (the authors' zero container) | mean (ImageNet mean, 0 after
         # normalisation; ours)
@@ -104,6 +106,10 @@ DEFAULTS: dict[str, Any] = {
         "blur_kernel_size": 0,
         # RandAugment Solarize threshold ~ U[0, solarize_max) levels: 256.0 the authors | 255.0 ours (U[0, 1])
         "solarize_max": 256.0,
+        # data.geometry timm only: timm's auto_augment string ("" = none) and random-erasing probability
+        # (pixel mode, one box, after the normalisation: the weak view only)
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "random_erasing": 0.25,
     },
     "optim": {
         "name": "sgd",  # sgd | adamw
@@ -111,12 +117,23 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.0005,
         "momentum": 0.9,
         "original_momentum_quirk": False,  # the original passed weight decay as SGD's momentum
-        "schedule": "poly",  # poly | cosine
+        # poly | cosine (per step, to 0 at the end) | cosine_epoch (MCTformer's timm CosineLRScheduler, stepped
+        # once per epoch of len(dataset) // train.batch_size steps, with the absolute lrs below)
+        "schedule": "poly",
         "poly_power": 0.9,
         "warmup_steps": 0,
         # the optimizer steps the schedule spans (the authors' PolyOptimizer max_step); past it the lr stays at
         # its last value. None: train.max_steps (the lr reaches 0 at the end)
         "schedule_steps": None,
+        # cosine_epoch only: warm-up epochs from warmup_lr (absolute, every group), the floor min_lr (absolute),
+        # the cosine's length in epochs (None: ceil(train.max_steps / steps per epoch)), and epoch_lag = the
+        # authors' DeiT loop (epoch e trains at the schedule's value for e - 1; epochs 0 and 1 at warmup_lr) |
+        # false: timm's own stepping (epoch e at value e)
+        "warmup_epochs": 0,
+        "warmup_lr": 0.0,
+        "min_lr": 0.0,
+        "cosine_epochs": None,
+        "epoch_lag": True,
     },
     "train": {
         "batch_size": 8,  # global: split over processes and accumulation steps
@@ -136,7 +153,7 @@ DEFAULTS: dict[str, Any] = {
 CHOICES = {
     "method.name": ("ppc", "sipe", "mctformer"),
     "data.dataset": ("voc", "coco"),
-    "data.geometry": ("authors", "crop"),
+    "data.geometry": ("authors", "crop", "timm"),
     "data.crop_fill": ("black", "mean"),
     "data.saliency_resize": ("bicubic", "bilinear"),
     "data.on_error": ("raise", "skip"),
@@ -145,7 +162,7 @@ CHOICES = {
     "fsae.absent": ("zero", "exclude"),
     "fsae.teacher_mode": ("train", "eval"),
     "optim.name": ("sgd", "adamw"),
-    "optim.schedule": ("poly", "cosine"),
+    "optim.schedule": ("poly", "cosine", "cosine_epoch"),
     "train.mixed_precision": ("no", "fp16", "bf16"),
 }
 # Keys whose default is None, with the type they take when set.
@@ -155,6 +172,7 @@ OPTIONAL = {
     "data.saliency_dir": str,
     "fsae.boundary_weight": float,
     "optim.schedule_steps": int,
+    "optim.cosine_epochs": int,
     "train.mixed_precision": str,
     "train.log_with": str,
     "data.num_workers": int,
@@ -180,6 +198,10 @@ TRAINING_RANGES = {
 # The allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges.
 RANGES = {
     **TRAINING_RANGES,
+    "optim.warmup_epochs": ">= 0",
+    "optim.warmup_lr": ">= 0",
+    "optim.min_lr": ">= 0",
+    "optim.cosine_epochs": ">= 1",
     "data.crop_size": ">= 1",
     "data.long_side": ">= 1",
     "data.flip": "[0, 1]",
@@ -197,6 +219,7 @@ RANGES = {
     "augment.blur_sigma": "> 0",
     "augment.p_blur": "[0, 1]",
     "augment.solarize_max": "(0, 256]",
+    "augment.random_erasing": "[0, 1]",
 }
 
 
@@ -441,6 +464,24 @@ def _check_cam(config: dict[str, Any]) -> None:
     schedule_steps = config["optim"]["schedule_steps"]
     if schedule_steps is not None and schedule_steps < 1:
         raise ConfigError(f"optim.schedule_steps must be >= 1 (or null), got {schedule_steps}")
+    if config["data"]["geometry"] == "timm" and config["data"]["saliency_dir"] is not None:
+        raise ConfigError("data.geometry=timm cannot carry saliency maps (RandAugment moves pixels): unset "
+                          "data.saliency_dir or use another geometry")  # fmt: skip
+    optim = config["optim"]
+    if optim["schedule"] == "cosine_epoch":
+        clash = [f"optim.{k}={optim[k]}" for k in ("warmup_steps", "schedule_steps") if optim[k]]
+        if clash:
+            raise ConfigError(f"optim.schedule=cosine_epoch counts in epochs: {', '.join(clash)} do not apply to it "
+                              "(use optim.warmup_epochs / optim.cosine_epochs)")  # fmt: skip
+        for key in ("warmup_lr", "min_lr"):
+            if optim[key] > optim["lr"]:
+                raise ConfigError(f"optim.{key}={optim[key]} is above optim.lr={optim['lr']}")
+    else:
+        clash = [f"optim.{k}={optim[k]}" for k in ("warmup_epochs", "warmup_lr", "min_lr", "cosine_epochs")
+                 if optim[k]]  # fmt: skip
+        if clash:
+            raise ConfigError(f"{', '.join(clash)}: only the cosine_epoch schedule uses them "
+                              f"(optim.schedule={optim['schedule']})")  # fmt: skip
     if len(config["data"]["long_side"]) != 2 or config["data"]["long_side"][0] > config["data"]["long_side"][1]:
         raise ConfigError(f"data.long_side must be [min, max], got {config['data']['long_side']}")
     aug = config["augment"]

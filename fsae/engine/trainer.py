@@ -41,6 +41,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 
 from fsae.augment import TrainingViews
+from fsae.augment.views import random_erase
 from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
 from fsae.engine.config import ConfigError
 from fsae.engine.rundir import prepare_run_dir, trim_log
@@ -53,6 +54,7 @@ __all__ = [
     "build_components",
     "build_optimizer",
     "find_checkpoint",
+    "make_scheduler",
     "step_terms",
     "train",
 ]
@@ -122,6 +124,8 @@ def build_dataset(config: dict[str, Any]):
         mode=data["geometry"],
         crop_fill=data["crop_fill"],
         saliency_resize=data["saliency_resize"],
+        auto_augment=config["augment"].get("auto_augment") or None,
+        re_prob=config["augment"].get("random_erasing", 0.0),
     )
     cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
     return cls(
@@ -177,14 +181,56 @@ def build_optimizer(method: torch.nn.Module, config: dict[str, Any]) -> torch.op
     return torch.optim.SGD(groups, lr=optim["lr"], momentum=momentum, weight_decay=optim["weight_decay"])
 
 
-def lr_factor(step: int, config: dict[str, Any]) -> float:
-    """Multiplier of every group's lr after ``step`` optimizer steps: linear warm-up, then poly or cosine over
-    ``optim.schedule_steps`` (default ``train.max_steps``).
+def steps_per_epoch(dataset_size: int, config: dict[str, Any]) -> int:
+    """Optimizer steps per pass over ``dataset_size`` images: ``dataset_size // train.batch_size`` (the loader
+    drops the last partial batch, as the authors' ``drop_last=True``); at least 1."""
+    return max(1, dataset_size // config["train"]["batch_size"])
+
+
+def cosine_epochs(config: dict[str, Any], epoch_steps: int) -> int:
+    """The cosine's length in epochs: ``optim.cosine_epochs``, or ``ceil(train.max_steps / epoch_steps)``."""
+    epochs = config["optim"].get("cosine_epochs")
+    return epochs if epochs is not None else max(1, math.ceil(config["train"]["max_steps"] / epoch_steps))
+
+
+def epoch_lr(epoch: int, base_lr: float, config: dict[str, Any], epochs: int) -> float:
+    """The ``cosine_epoch`` schedule's absolute lr in ``epoch`` (0-based) for a group whose peak lr is ``base_lr``.
+
+    timm's ``CosineLRScheduler(t_initial=epochs, lr_min=optim.min_lr, warmup_t=optim.warmup_epochs,
+    warmup_lr_init=optim.warmup_lr, cycle_limit=1)`` value at ``t``: ``warmup_lr + t (base_lr - warmup_lr) /
+    warmup_epochs`` for ``t < warmup_epochs``, then ``min_lr + (base_lr - min_lr) (1 + cos(pi t / epochs)) / 2``
+    (the cosine counts from 0, not from the warm-up's end: timm's ``warmup_prefix=False``), ``min_lr`` from
+    ``t = epochs`` on. With ``optim.epoch_lag`` (the authors' DeiT loop: ``lr_scheduler.step(epoch)`` after each
+    epoch, the initial value being the warm-up lr) epoch ``e`` trains at ``t = max(e - 1, 0)``, so epochs 0 and 1
+    share the first value; without it (timm's own ``step(epoch + 1)``) at ``t = e``.
+    """
+    optim = config["optim"]
+    t = max(epoch - 1, 0) if optim.get("epoch_lag", True) else epoch
+    warmup, warmup_lr, min_lr = optim.get("warmup_epochs", 0), optim.get("warmup_lr", 0.0), optim.get("min_lr", 0.0)
+    if t < warmup:
+        return warmup_lr + t * (base_lr - warmup_lr) / warmup
+    if t >= epochs:
+        return min_lr
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t / epochs))
+
+
+def lr_factor(step: int, config: dict[str, Any], base_lr: float | None = None, epoch_steps: int | None = None) -> float:
+    """Multiplier of a group's lr after ``step`` optimizer steps: linear warm-up, then poly or cosine over
+    ``optim.schedule_steps`` (default ``train.max_steps``); or ``optim.schedule: cosine_epoch``.
 
     With ``optim.schedule_steps`` set, the factor stops changing after that many steps, as the authors'
     ``PolyOptimizer`` stops updating the lr at its ``max_step``: step ``s`` uses ``min(s, schedule_steps - 1)``.
+
+    ``cosine_epoch`` (MCTformer's timm scheduler, stepped once per epoch): the lr is constant within an epoch of
+    ``epoch_steps`` optimizer steps and equals :func:`epoch_lr` there; its warm-up and floor lrs are absolute, so
+    the factor is ``epoch_lr / base_lr`` with ``base_lr`` the group's own peak lr (``optim.lr`` x its
+    ``lr_mult``): both are needed for this schedule.
     """
     optim, total = config["optim"], config["train"]["max_steps"]
+    if optim["schedule"] == "cosine_epoch":
+        if base_lr is None or epoch_steps is None:
+            raise ValueError("the cosine_epoch schedule needs the group's base_lr and the steps per epoch")
+        return epoch_lr(step // epoch_steps, base_lr, config, cosine_epochs(config, epoch_steps)) / base_lr
     if step < optim["warmup_steps"]:
         return (step + 1) / optim["warmup_steps"]
     horizon = optim.get("schedule_steps")
@@ -194,6 +240,19 @@ def lr_factor(step: int, config: dict[str, Any]) -> float:
     if optim["schedule"] == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
     return (1 - progress) ** optim["poly_power"]
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: dict[str, Any], dataset_size: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per optimizer step: :func:`lr_factor` per parameter group (each group's own
+    base lr, for the absolute warm-up / floor lrs of ``cosine_epoch``)."""
+    epoch_steps = steps_per_epoch(dataset_size, config)
+    lambdas = [
+        (lambda step, base=group["lr"]: lr_factor(step, config, base_lr=base, epoch_steps=epoch_steps))
+        for group in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
 
 
 def step_terms(
@@ -648,7 +707,7 @@ def train(
     loader = make_loader(dataset, per_process, processes, config)
     method, teacher, criterion, views = build_components(config, dataset.num_classes)
     optimizer = build_optimizer(method, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    scheduler = make_scheduler(optimizer, config, len(dataset))
     state = TrainState(train_cfg["seed"], accelerator.process_index)
 
     method, optimizer, loader = accelerator.prepare(method, optimizer, loader)
@@ -665,7 +724,7 @@ def train(
         weak01, strong01 = views(batch["image"], batch["geometry"], config["data"]["crop_size"], state.generators,
                                  strong=expanding)  # fmt: skip
         saliency = batch["saliency"].float().to(weak01.device) if "saliency" in batch else None
-        weak = _normalise(weak01)
+        weak = random_erase(_normalise(weak01), batch["geometry"])  # data.geometry timm only: its erasing boxes
         strong = _normalise(strong01) if expanding else None
         with accelerator.autocast():
             terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,

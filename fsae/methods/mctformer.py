@@ -43,20 +43,29 @@ are MCTformer-V2's inference CAMs instead (fused, refined by the patch-to-patch 
 original's ``--attention-type fused --layer-index 3 --patch-attn-refine``), so ``fsae.infer`` reproduces the
 published seed pipeline; in train mode (the student, and the EMA teacher in its default "train" mode) the
 ``fsae_attach`` maps are used. An EMA teacher in "eval" mode would see the refined CAMs: set ``eval_cam="attach"``
-for a teacher that matches the student.
+for a teacher that matches the student. :meth:`MCTformerMethod.authors_cams` gives the authors' own pseudo-label
+maps (their ``generate_attention_maps_ms``: the refined fused CAMs of the image and its mirror at scale 1.0, summed,
+min-max normalised per class, no softmax; the background a constant threshold plane).
 
 Optimisation (original ``main.py``): timm AdamW, one learning rate ``5e-4 * batch / 512`` for *all* parameters (no
 higher rate for the new layers), weight decay 0.05 except for biases, norm weights, ``pos_embed`` and ``cls_token``,
-cosine schedule, 60 epochs, 224 crops, drop path 0.1. :meth:`MCTformerMethod.parameter_groups` reproduces the
-decay split (``"weight_decay": 0.0`` on the no-decay groups) and uses ``new_lr_mult=1.0`` by default for the class
-tokens and conv head; ``drop_path_rate`` defaults to 0.1.
+cosine schedule stepped per epoch (timm's ``CosineLRScheduler``: 5 warm-up epochs from 1e-6, floor 1e-5, the
+trainer's ``optim.schedule: cosine_epoch``), 60 epochs, 224 crops, drop path 0.1.
+:meth:`MCTformerMethod.parameter_groups` reproduces the decay split (``"weight_decay": 0.0`` on the no-decay
+groups) and uses ``new_lr_mult=1.0`` by default for the class tokens and conv head; ``drop_path_rate`` defaults to
+0.1.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from fsae.losses.attach import attach_background
 from fsae.losses.mctformer import mctformer_loss
@@ -84,6 +93,8 @@ class MCTformerMethod(WSSSMethod):
         prob_floor: probability floor of the derived logits (C * floor must stay well below 0.05).
         new_lr_mult: learning-rate multiplier of the class tokens and conv head (1.0: the original's single rate).
         attn_layers: class-to-patch attention from this many last blocks (3).
+        seed_threshold: the constant background plane of :meth:`authors_cams` (their seeds are ``argmax`` over
+            ``[t, maps]``; their evaluation sweeps t, so this is ours to choose: 0.22, fsae's fixed seed threshold).
         **backbone_kwargs: to :class:`~fsae.models.mctformer_net.MCTformerV2Net` / ``timm.create_model``
             (``drop_path_rate`` defaults to 0.1, the original's; ``depth``, ``img_size``, ``final_norm``, ...).
     """
@@ -102,9 +113,14 @@ class MCTformerMethod(WSSSMethod):
         prob_floor: float = 1e-4,
         new_lr_mult: float = 1.0,
         attn_layers: int = 3,
+        seed_threshold: float = 0.22,
         **backbone_kwargs: object,
     ) -> None:
         super().__init__()
+        if isinstance(seed_threshold, bool) or not isinstance(seed_threshold, (int, float)):
+            raise ValueError(f"seed_threshold must be a number, got {seed_threshold!r}")
+        if not 0.0 <= seed_threshold <= 1.0:
+            raise ValueError(f"seed_threshold must be in [0, 1], got {seed_threshold!r}")
         if fsae_attach not in FSAE_ATTACH:
             raise ValueError(f"fsae_attach must be one of {FSAE_ATTACH}, got {fsae_attach!r}")
         if eval_cam not in EVAL_CAMS:
@@ -128,6 +144,7 @@ class MCTformerMethod(WSSSMethod):
         self.eval_cam = eval_cam
         self.prob_floor = float(prob_floor)
         self.new_lr_mult = float(new_lr_mult)
+        self.seed_threshold = float(seed_threshold)
 
     def _attach_logits(self, out: MCTformerOutput, maps: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         gate = out.patch_logits if self.gate else None
@@ -169,6 +186,73 @@ class MCTformerMethod(WSSSMethod):
             out = self.net(images, attention="all")
             return self._attach_logits(out, out.cams, labels)
         return self._student_logits(images, labels)
+
+    @torch.no_grad()
+    def authors_cams(self, image: torch.Tensor, labels: torch.Tensor, scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+        """The authors' pseudo-label maps of one image: float32 ``(1, C+1, H, W)``, channel 0 = background.
+
+        Their ``generate_attention_maps_ms`` with the V2 recipe (``--attention-type fused --layer-index 3
+        --patch-attn-refine --scales 1.0``), computed in float32 (theirs runs under CUDA autocast): for each scale
+        ``s`` the uint8 image resized by PIL bicubic to ``(round(H s), round(W s))`` (as is at its own size),
+        ``ToTensor`` + ImageNet ``Normalize``, and its horizontal mirror; each through the net in eval mode for
+        the refined fused CAM (:class:`~fsae.models.mctformer_net.MCTformerV2Net`, ``attention="all"``, at the
+        grid ``(h // 16, w // 16)``), upsampled bilinearly (``align_corners=False``) to ``(H, W)``, multiplied
+        by ``labels``, the mirror flipped back; all passes summed. Each present class's map is then min-max
+        normalised, ``(m - min) / (max - min + 1e-8)``; absent classes are 0 (theirs leaves them out of the saved
+        dict, and their evaluation fills them with 0).
+
+        Their seeds put a constant background plane under the maps and take the argmax, so channel 0 is filled
+        with ``self.seed_threshold``: ``argmax`` over the channels is their seed at that threshold (ties go to
+        the lower channel, as ``np.argmax``). Their code upsamples to the size of the *first* scale's image;
+        here always to ``(H, W)`` (the same when the first scale is 1.0, as in their recipe).
+
+        Args:
+            image: uint8 RGB ``(1, 3, H, W)`` (any ``H, W`` with every scaled side >= 16).
+            labels: ``(1, C)`` multi-hot image labels.
+            scales: input scales (their ``--scales``; 1.0 in their recipe).
+
+        Returns:
+            float32 ``(1, C+1, H, W)`` on ``image``'s device.
+        """
+        if image.dim() != 4 or image.shape[:2] != (1, 3) or image.dtype != torch.uint8:
+            raise ValueError(f"image must be a uint8 (1, 3, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
+        if labels.shape != (1, self.num_classes):
+            raise ValueError(f"labels must be (1, {self.num_classes}), got {tuple(labels.shape)}")
+        if not scales:
+            raise ValueError("scales must not be empty")
+        height, width = image.shape[-2:]
+        device = next(self.net.parameters()).device
+        rgb = image[0].permute(1, 2, 0).cpu().numpy()
+        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_DEFAULT_STD).view(3, 1, 1)
+        target = labels.to(device=device, dtype=torch.float32).view(-1, 1, 1)
+        was_training = self.training
+        self.eval()
+        try:
+            total = torch.zeros(self.num_classes, height, width, device=device)
+            for scale in scales:
+                size = (round(height * scale), round(width * scale))
+                if min(size) < self.net.patch_size[0]:
+                    raise ValueError(f"a {height}x{width} image at scale {scale:g} is {size}: under one patch")
+                array = rgb if size == (height, width) else np.asarray(
+                    Image.fromarray(rgb).resize((size[1], size[0]), resample=Image.BICUBIC)
+                )  # fmt: skip
+                x = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div(255)
+                x = x.sub(mean).div(std)  # torchvision's ToTensor + Normalize, float32
+                for flip in (False, True):
+                    inputs = (x.flip(-1) if flip else x)[None].to(device)
+                    cams = self.net(inputs, attention="all").cams.float()
+                    cams = F.interpolate(cams, size=(height, width), mode="bilinear", align_corners=False)[0]
+                    cams = cams * target
+                    total += cams.flip(-1) if flip else cams
+        finally:
+            self.train(was_training)
+        present = labels[0].to(device) > 0
+        flat = total.flatten(1)
+        low, high = flat.amin(dim=1).view(-1, 1, 1), flat.amax(dim=1).view(-1, 1, 1)
+        maps = torch.where(present.view(-1, 1, 1), (total - low) / (high - low + 1e-8), torch.zeros_like(total))
+        background = torch.full((1, height, width), self.seed_threshold, device=device)
+        return torch.cat([background, maps], dim=0)[None].to(image.device)
 
     def parameter_groups(self) -> list[dict]:
         """Pretrained ViT parameters (``lr_mult`` 1), then the new class tokens and conv head (``new_lr_mult``).

@@ -3,13 +3,17 @@
 Usage::
 
     python -m fsae.models.import_checkpoint --method ppc checkpoint_last.pth RUN_DIR [--dataset voc]
+    python -m fsae.models.import_checkpoint --method mctformer checkpoint.pth RUN_DIR
     python recipes/make_pseudo_labels.py --checkpoint RUN_DIR ...        # or fsae.infer.load_cam_model(RUN_DIR)
 
 ``--method`` takes a ``method.name``; ``ppc`` reads the ResNet-38 checkpoints of the authors' PPC / SEAM / EPS /
 FSAE training code (``torch.save(model.module.state_dict())`` of ``network.resnet38_contrast.Net``: a
-``module.`` prefix from DataParallel is accepted too).  ``RUN_DIR`` gets what a finished fsae run has for
-inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the method, its options and the
-dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused unless ``--overwrite``.
+``module.`` prefix from DataParallel is accepted too); ``mctformer`` reads the MCTformer-V2 checkpoints of the
+authors' ``main.py`` (``checkpoint.pth`` / ``checkpoint_best.pth``: ``{"model": state_dict}`` of
+``deit_small_MCTformerV2_patch16_224``, their released VOC / COCO weights included).  ``RUN_DIR`` gets what a
+finished fsae run has for inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the
+method, its options and the dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused
+unless ``--overwrite``.
 
 The PPC conversion (every tensor is checked against fsae's network, names and shapes, before anything is
 written; a tensor the mapping does not know is an error that names it):
@@ -20,6 +24,12 @@ written; a tensor the mapping does not know is an error that names it):
 * ``proj_fc.weight`` -> ``net.proj.weight``; ``f8_3``, ``f8_4``, ``f9`` (PCM) -> ``net.f8_3`` / ``net.f8_4`` /
   ``net.f9``;
 * BatchNorm ``num_batches_tracked`` counters are dropped.
+
+The MCTformer-V2 conversion (checked the same way; C from ``head.weight``): every tensor keeps its name under
+``net.`` (``cls_token (1, C, 384)``, ``pos_embed (1, C + 196, 384)``, ``patch_embed.proj``, ``blocks.*``,
+``head (C, 384, 3, 3)``: their layout is fsae's, no background channel to move); their final ``norm.weight`` /
+``norm.bias`` are dropped (their ``forward_features`` never applies that LayerNorm; fsae's net has none). The run
+uses the method's defaults, the authors' ``pos_resample`` among them.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONVERTERS", "convert_ppc", "import_checkpoint", "main"]
+__all__ = ["CONVERTERS", "convert_mctformer", "convert_ppc", "import_checkpoint", "main"]
 
 _PPC_HEADS = {"fc8": "fc8", "proj_fc": "proj", "f8_3": "f8_3", "f8_4": "f8_4", "f9": "f9"}
 
@@ -95,9 +105,59 @@ def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> d
     return out
 
 
-#: ``method.name`` -> (converter, ``method.backbone`` it needs)
-CONVERTERS: dict[str, tuple[Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict], str]] = {
-    "ppc": (convert_ppc, "resnet38d"),
+def convert_mctformer(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The authors' MCTformer-V2 state dict -> the state dict of fsae's :class:`~fsae.methods.MCTformerMethod`.
+
+    Args:
+        state: their tensors (``model.state_dict()`` of ``deit_small_MCTformerV2_patch16_224``).
+        method: a freshly built MCTformer method (``backbone="deit_small_patch16_224"``).
+
+    Returns:
+        ``method.state_dict()``-shaped float32 contiguous tensors, every key of ``method`` present.
+
+    Raises:
+        ValueError: a tensor of ``state`` is unknown, missing, or has another shape than fsae's.
+    """
+    state = _strip(state)
+    targets = method.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        if key in ("norm.weight", "norm.bias"):  # their final LayerNorm: never applied by MCTformerV2
+            continue
+        name = f"net.{key}"
+        if name not in targets:
+            unknown.append(key)
+            continue
+        if tuple(value.shape) != tuple(targets[name].shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
+                             f"{tuple(targets[name].shape)}")  # fmt: skip
+        out[name] = value.detach().to(torch.float32).contiguous()
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the MCTformer-V2 network: {unknown[:5]}")
+    missing = [k for k in targets if k not in out]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the MCTformer-V2 network: {missing[:5]}")
+    return out
+
+
+def _ppc_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    fc8 = state.get("fc8.weight")
+    return None if fc8 is None else fc8.shape[0] - 1
+
+
+def _mctformer_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    head = state.get("head.weight")
+    return None if head is None or head.dim() != 4 else head.shape[0]
+
+
+#: ``method.name`` -> (converter, ``method.backbone`` it needs, C from the stripped state dict, the tensor it reads)
+CONVERTERS: dict[
+    str,
+    tuple[Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict], str, Callable[[Mapping], int | None], str],
+] = {
+    "ppc": (convert_ppc, "resnet38d", _ppc_classes, "fc8.weight"),
+    "mctformer": (convert_mctformer, "deit_small_patch16_224", _mctformer_classes, "head.weight (C, D, 3, 3)"),
 }
 
 
@@ -133,12 +193,11 @@ def import_checkpoint(
     run_dir, checkpoint = Path(run_dir), Path(checkpoint)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
         raise ValueError(f"{run_dir} exists and is not an empty folder (give --overwrite to replace it)")
-    convert, backbone = CONVERTERS[method_name]
+    convert, backbone, classes_of, classes_key = CONVERTERS[method_name]
     state = _read(checkpoint)
-    fc8 = _strip(state).get("fc8.weight")
-    if fc8 is None:
-        raise ValueError(f"{checkpoint} has no fc8.weight: not a checkpoint of the authors' {method_name} network")
-    num_classes = fc8.shape[0] - 1
+    num_classes = classes_of(_strip(state))
+    if num_classes is None:
+        raise ValueError(f"{checkpoint} has no {classes_key}: not a checkpoint of the authors' {method_name} network")
     config = load_config(overrides=[f"method.name={method_name}", f"method.backbone={backbone}",
                                     f"data.dataset={dataset}"])  # fmt: skip
     method = build_method(method_name, num_classes=num_classes, backbone=backbone, **config["method"]["options"])

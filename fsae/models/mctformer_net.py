@@ -4,8 +4,9 @@ The network is a timm ViT (DeiT-S/16 by default) whose single class token is rep
 foreground class, with a 3x3 convolution on the patch tokens as a second, dense classifier. Everything else is timm's:
 ``patch_embed``, ``pos_embed``, ``blocks``, ``norm_pre``, ``pos_drop`` are taken from ``timm.create_model`` (via
 :func:`fsae.models.create_backbone`, so ``pretrained=True`` and ``pretrained_path=FILE`` work as for every backbone);
-nothing of timm is copied here. Per image of size ``H x W`` (multiples of the patch size, any aspect ratio) with
-``h, w = H / 16, W / 16``:
+nothing of timm is copied here. Per image of size ``H x W`` (any size of at least one patch; the rows and columns
+past the last multiple of 16 are not seen, as the original's strided patch convolution drops them) with
+``h, w = H // 16, W // 16``:
 
 * ``token_logits (B, C)``: each class token after the last block, averaged over the embedding dimension
   (``x_cls_logits = x[:, :C].mean(-1)`` in the original);
@@ -34,16 +35,22 @@ Facts taken from the authors' code (``xulianuwa/MCTformer``: ``models.py``, ``ma
   this net does the same in each case;
 * the conv head keeps PyTorch's default ``Conv2d`` initialisation (the original's ``_init_weights`` only touches
   ``Linear`` and ``LayerNorm``);
-* position embeddings of the patches are interpolated bicubically to the input's grid (no antialiasing).
+* position embeddings of the patches are interpolated bicubically to the input's grid (no antialiasing) as the
+  original's ``interpolate_pos_encoding`` does (``pos_resample="authors"``, default): ``scale_factor =
+  (grid + 0.1) / 14`` (the output has ``grid`` cells, its source coordinates are those of the factor), left as is
+  only for a square image on the 14 x 14 grid (a 224 x 238 image is resampled although its grid is 14 x 14);
+  :func:`resample_pos_embed`.
 
 State-dict keys equal the original's (``cls_token (1, C, D)``, ``pos_embed (1, C + N, D)``, ``patch_embed.proj``,
 ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``head``), so an original MCTformer-V2 checkpoint
 loads with :func:`fsae.models.load_pretrained`; its unused ``norm.weight`` / ``norm.bias`` are reported as unexpected.
+``python -m fsae.models.import_checkpoint --method mctformer checkpoint.pth RUN_DIR`` makes a run folder of it.
 
 Deviations: the fused map inside ``cams`` is not detached (the original detaches the patch CAM there; no difference
-under ``torch.no_grad``), and the position-embedding interpolation targets the grid size directly instead of the
-original's ``scale_factor=(grid + 0.1) / old_grid`` (same output size; source coordinates differ by the factor
-``grid / (grid + 0.1)``, 0.4 % on a 28x28 grid).
+under ``torch.no_grad``). ``pos_resample="exact"`` (a switch, not the default) resamples the position embedding to
+the grid size directly (timm's ``resample_abs_pos_embed``): source coordinates differ by the factor
+``grid / (grid + 0.1)``; with the fidelity fixture's random DeiT-S weights the fused CAM moves by 3e-4 .. 8e-4 of
+its maximum (75 x 100 .. 224 x 238 inputs), the class-token logits by up to 2e-3.
 """
 
 from __future__ import annotations
@@ -58,9 +65,59 @@ from torch import nn
 
 from fsae.models.pretrained import create_backbone
 
-__all__ = ["ATTENTION_MODES", "MCTformerOutput", "MCTformerV2Net", "block_attention"]
+__all__ = [
+    "ATTENTION_MODES",
+    "POS_RESAMPLES",
+    "MCTformerOutput",
+    "MCTformerV2Net",
+    "block_attention",
+    "resample_pos_embed",
+]
 
 ATTENTION_MODES = ("none", "class", "all")
+# How the patch position embeddings reach the input's grid: "authors" = the original's interpolate_pos_encoding
+# (bicubic with scale_factor (grid + 0.1) / old_grid; untouched only for a square image on the pretraining grid),
+# "exact" = bicubic to the grid size (timm's resample_abs_pos_embed; untouched on the pretraining grid).
+POS_RESAMPLES = ("authors", "exact")
+
+
+def resample_pos_embed(
+    pos_embed: torch.Tensor,
+    grid: tuple[int, int],
+    old_grid: tuple[int, int],
+    prefix_tokens: int,
+    mode: str = "authors",
+    square_image: bool = True,
+) -> torch.Tensor:
+    """Position embeddings ``(1, prefix + h*w, D)`` for a ``grid = (h, w)`` token grid from ``pos_embed``
+    ``(1, prefix + H0*W0, D)`` laid out on ``old_grid = (H0, W0)``; the ``prefix_tokens`` leading ones unchanged.
+
+    ``mode="authors"`` (the original's ``interpolate_pos_encoding``): returned as is when ``grid == old_grid`` and
+    the image is square in pixels (``square_image``), else ``F.interpolate(..., scale_factor=((h + 0.1) / H0,
+    (w + 0.1) / W0), mode="bicubic")``: the output has ``h x w`` cells but PyTorch maps its coordinates with the
+    given factor, so the source points sit at ``(i + 0.5) * H0 / (h + 0.1) - 0.5`` instead of ``... * H0 / h``
+    (and a non-square image on the pretraining grid is resampled too). ``mode="exact"``: timm's
+    ``resample_abs_pos_embed`` to ``(h, w)`` (bicubic, no antialias; as is when ``grid == old_grid``).
+    """
+    if mode not in POS_RESAMPLES:
+        raise ValueError(f"pos_resample must be one of {POS_RESAMPLES}, got {mode!r}")
+    h, w = grid
+    old_h, old_w = old_grid
+    if mode == "exact":
+        return resample_abs_pos_embed(
+            pos_embed, new_size=(h, w), old_size=(old_h, old_w), num_prefix_tokens=prefix_tokens, antialias=False
+        )
+    if (h, w) == (old_h, old_w) and square_image:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    patches = pos_embed[:, prefix_tokens:].reshape(1, old_h, old_w, dim).permute(0, 3, 1, 2)
+    patches = torch.nn.functional.interpolate(
+        patches, scale_factor=((h + 0.1) / old_h, (w + 0.1) / old_w), mode="bicubic"
+    )
+    if tuple(patches.shape[-2:]) != (h, w):  # floor(old * (g + 0.1) / old) = g unless rounding goes wrong
+        raise RuntimeError(f"position-embedding interpolation gave {tuple(patches.shape[-2:])}, expected {(h, w)}")
+    patches = patches.permute(0, 2, 3, 1).reshape(1, h * w, dim)
+    return torch.cat([pos_embed[:, :prefix_tokens], patches], dim=1)
 
 
 @dataclass
@@ -157,6 +214,8 @@ class MCTformerV2Net(nn.Module):
         attn_layers: class-to-patch attention summed over this many last blocks (3, as the original's CAMs).
         refine_layers: patch-to-patch attention summed over this many last blocks (None = all, as the original).
         final_norm: apply the ViT's final LayerNorm before the heads (the original MCTformer-V2 does not).
+        pos_resample: ``"authors"`` (default: the original's ``(grid + 0.1)`` scale factor) or ``"exact"``
+            (resample to the grid size); :func:`resample_pos_embed`.
         **backbone_kwargs: passed to ``timm.create_model`` (``depth``, ``img_size``, ``drop_path_rate``, ...);
             ``num_classes=0`` and ``dynamic_img_size=True`` are set here.
     """
@@ -170,9 +229,12 @@ class MCTformerV2Net(nn.Module):
         attn_layers: int = 3,
         refine_layers: int | None = None,
         final_norm: bool = False,
+        pos_resample: str = "authors",
         **backbone_kwargs: object,
     ) -> None:
         super().__init__()
+        if pos_resample not in POS_RESAMPLES:
+            raise ValueError(f"pos_resample must be one of {POS_RESAMPLES}, got {pos_resample!r}")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         for key in ("dynamic_img_size", "features_only"):
@@ -195,6 +257,7 @@ class MCTformerV2Net(nn.Module):
                 raise ValueError(f"{name} must be an integer in [1, {depth}] (the backbone's depth), got {value!r}")
 
         self.num_classes = num_classes
+        self.pos_resample = pos_resample
         self.embed_dim = int(vit.embed_dim)
         self.attn_layers = attn_layers
         self.refine_layers = depth if refine_layers is None else refine_layers
@@ -232,7 +295,9 @@ class MCTformerV2Net(nn.Module):
         """Run the network.
 
         Args:
-            images: ``(B, 3, H, W)`` ImageNet-normalised, ``H`` and ``W`` multiples of the patch size.
+            images: ``(B, 3, H, W)`` ImageNet-normalised, any ``H, W`` >= the patch size: the grid is
+                ``(H // 16, W // 16)`` and the rows / columns past it are not seen (the original's strided patch
+                convolution drops them the same way).
             attention: ``"none"`` (logits and patch CAM: training), ``"class"`` (+ ``attn_maps``; differentiable,
                 cheap: class query rows of the last ``attn_layers`` blocks) or ``"all"`` (+ ``patch_attn`` and the
                 refined ``cams``: MCTformer-V2 inference).
@@ -244,15 +309,17 @@ class MCTformerV2Net(nn.Module):
             raise ValueError(f"images must be a float (B, 3, H, W) tensor, got {shape}")
         height, width = images.shape[-2:]
         ph, pw = self.patch_size
-        if height % ph or width % pw or height == 0 or width == 0:
-            raise ValueError(f"image size {height}x{width} must be a positive multiple of the patch size {ph}x{pw}")
+        if height < ph or width < pw:
+            raise ValueError(f"image size {height}x{width} is smaller than the patch size {ph}x{pw}")
         batch, classes = images.shape[0], self.num_classes
+        # timm's PatchEmbed refuses a remainder; the original's stride-16 convolution ignores it: crop it off
+        images = images[..., : height - height % ph, : width - width % pw]
 
         x = self.patch_embed(images)  # (B, h, w, D): dynamic_img_size makes timm's PatchEmbed return NHWC
         h, w = x.shape[1], x.shape[2]
         x = x.reshape(batch, h * w, -1)
-        pos = resample_abs_pos_embed(
-            self.pos_embed, new_size=(h, w), old_size=self.grid_size, num_prefix_tokens=classes, antialias=False
+        pos = resample_pos_embed(
+            self.pos_embed, (h, w), self.grid_size, classes, mode=self.pos_resample, square_image=height == width
         )
         x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1) + pos
         x = self.norm_pre(self.pos_drop(x))

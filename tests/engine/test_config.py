@@ -31,8 +31,8 @@ def test_every_shipped_seg_config_loads(path):
 def test_shipped_configs_are_the_expected_set():
     assert {
         "voc_ppc_fsae.yaml", "voc_sipe_fsae.yaml", "voc_mctformer_fsae.yaml", "coco_ppc_fsae.yaml",
-        "coco_sipe_fsae.yaml", "toy_fsae.yaml", "toy_baseline.yaml", "voc_seg_deeplabv2.yaml",
-        "voc_seg_deeplabv3plus.yaml", "toy_seg.yaml",
+        "coco_sipe_fsae.yaml", "voc_mctformer_baseline.yaml", "toy_fsae.yaml", "toy_baseline.yaml",
+        "voc_seg_deeplabv2.yaml", "voc_seg_deeplabv3plus.yaml", "toy_seg.yaml",
     } <= {p.name for p in ALL_CONFIGS}  # fmt: skip
 
 

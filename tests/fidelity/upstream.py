@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["authors_code", "require"]
+__all__ = ["authors_code", "mctformer_code", "require"]
 
 _STUBS = ("wandb", "chainercv", "chainercv.evaluations", "chainercv.datasets", "torch.utils.tensorboard",
           "matplotlib", "matplotlib.pyplot", "imageio", "pandas")  # fmt: skip
@@ -87,3 +87,47 @@ def authors_code(root: Path) -> Iterator[Path]:
         for name in _STUBS:
             if name in saved_modules:
                 sys.modules[name] = saved_modules[name]
+
+
+# the MCTformer checkout's top-level modules, and what it imports that its CAM computation never calls
+_MCT_MODULES = ("models", "vision_transformer", "engine", "datasets", "utils")
+_MCT_STUBS = ("sklearn", "sklearn.metrics")
+
+
+@contextlib.contextmanager
+def mctformer_code(root: Path) -> Iterator[Path]:
+    """Make the MCTformer checkout at ``root`` (github ``xulianuwa/MCTformer``) importable on the CPU.
+
+    It runs with the installed timm (its ``register_model`` entries are removed from timm's registry on exit,
+    where they shadow timm's own ``vit_*`` names); ``sklearn`` (mAP only) is a stub when not installed; Pillow 10
+    dropped ``Image.CUBIC``, the old alias of ``Image.BICUBIC`` their ``datasets.py`` uses: it is set back.
+    """
+    root = Path(root).resolve()
+    if not (root / "models.py").is_file() or "MCTformerV2" not in (root / "models.py").read_text():
+        raise SystemExit(f"{root} is not a checkout of the authors' MCTformer code (no MCTformerV2 in models.py)")
+    require("cv2")
+    import timm.models._registry as registry
+
+    saved_modules = dict(sys.modules)
+    saved_registry = {name: dict(getattr(registry, name)) for name in vars(registry) if name.startswith("_model_")
+                      and isinstance(getattr(registry, name), dict)}  # fmt: skip
+    if importlib.util.find_spec("sklearn") is None:
+        for name in _MCT_STUBS:
+            sys.modules[name] = _Anything(name)
+    from PIL import Image
+
+    had_cubic = hasattr(Image, "CUBIC")
+    Image.CUBIC = Image.BICUBIC  # type: ignore[attr-defined]
+    sys.path.insert(0, str(root))
+    try:
+        yield root
+    finally:
+        sys.path.remove(str(root))
+        if not had_cubic:
+            del Image.CUBIC
+        for name in list(sys.modules):
+            if name not in saved_modules and (name.split(".")[0] in _MCT_MODULES or name in _MCT_STUBS):
+                del sys.modules[name]
+        for name, value in saved_registry.items():
+            getattr(registry, name).clear()
+            getattr(registry, name).update(value)

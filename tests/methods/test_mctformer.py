@@ -146,8 +146,10 @@ def test_original_checkpoint_layout_loads() -> None:
 
 def test_input_and_option_validation() -> None:
     net = make_net()
-    with pytest.raises(ValueError, match="multiple of the patch size"):
-        net(torch.randn(1, 3, 64, 70))
+    with pytest.raises(ValueError, match="smaller than the patch size"):
+        net(torch.randn(1, 3, 64, 15))
+    with pytest.raises(ValueError, match="pos_resample must be one of"):
+        make_net(pos_resample="nearest")
     with pytest.raises(ValueError, match="attention must be one of"):
         net(torch.randn(1, 3, 64, 64), attention="patch")
     with pytest.raises(ValueError, match="attn_layers must be an integer in"):
@@ -158,6 +160,22 @@ def test_input_and_option_validation() -> None:
         make_method(fsae_attach="learned")
     with pytest.raises(ValueError, match="eval_cam must be one of"):
         make_method(eval_cam="fused")
+
+
+def test_a_remainder_past_the_patch_grid_is_dropped() -> None:
+    """64x70: the last 6 columns are not seen (the original's strided patch conv). With ``pos_resample="exact"``
+    it is exactly the 64x64 crop; the authors' resampling treats the non-square image differently (their
+    ``w == h`` test), so there the position embedding is resampled although the grid is the pretraining one."""
+    torch.manual_seed(0)
+    image = torch.randn(1, 3, 64, 70)
+    exact = make_net(pos_resample="exact").eval()
+    authors = make_net().eval()
+    authors.load_state_dict(exact.state_dict())
+    with torch.no_grad():
+        whole, crop = exact(image, attention="all"), exact(image[..., :64], attention="all")
+        torch.testing.assert_close(whole.cams, crop.cams, rtol=0, atol=0)
+        torch.testing.assert_close(authors(image[..., :64], attention="all").cams, crop.cams, rtol=0, atol=0)
+        assert not torch.allclose(authors(image, attention="all").cams, crop.cams)
 
 
 # ---------------------------------------------------------------------------------------------------------- method
