@@ -17,7 +17,7 @@ from gen_mctformer import LAYOUT, sizes_and_inputs
 
 from fsae.infer import load_cam_model, multiscale_cams
 from fsae.infer.cams import imagenet_normalise
-from fsae.methods.mctformer import derived_cam_logits
+from fsae.losses import attach_background
 from fsae.models.import_checkpoint import main
 from fsae.models.mctformer_net import MCTformerV2Net, resample_pos_embed
 from fsae.ops import cam_normalize
@@ -137,8 +137,9 @@ def test_multiscale_cams_at_any_size_and_scale(method, fixture):
     ours = multiscale_cams(method, image, labels, scales=(1.0, 0.5, 1.5), flip=False)
     total = 0
     for index in (0, 1, 2):  # the fixture's 1.0, 0.5 and 1.5 inputs
-        logits = derived_cam_logits(torch.from_numpy(fixture[f"refined_{index}"]),
-                                    torch.from_numpy(fixture[f"patch_{index}"]))  # fmt: skip
+        # multiscale_cams gives a method the labels: background from the present classes
+        logits = attach_background(torch.from_numpy(fixture[f"refined_{index}"]), labels,
+                                   gate_logits=torch.from_numpy(fixture[f"patch_{index}"]))  # fmt: skip
         probs = logits.softmax(dim=1)[:, 1:]
         total = total + F.interpolate(probs, size=(75, 100), mode="bilinear", align_corners=False)
     expected = cam_normalize(total, labels, mode="max", eps=1e-5)
