@@ -33,7 +33,7 @@ from . import functional as AF
 from . import levels as LV
 from .perturbation import StrongPerturbation, WeakPerturbation, _Photometric
 
-__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas"]
+__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas", "crop_valid_mask"]
 
 #: ``data.geometry``: where the views are cut (see the module docstring).
 GEOMETRIES: tuple[str, ...] = ("authors", "crop")
@@ -73,6 +73,26 @@ def crop_canvas(
     inside = valid_y[:, None, :, None] & valid_x[:, None, None, :]
     fill_values = torch.tensor(list(fill), dtype=canvas.dtype, device=device).view(1, c, 1, 1)
     return torch.where(inside, out, fill_values)
+
+
+def crop_valid_mask(
+    geometry: Mapping[str, torch.Tensor], crop_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``(B, 1, crop, crop)`` float32: 1 where the crop shows the image, 0 on its padding.
+
+    From the loader's ``batch["geometry"]`` (``resized_h``, ``resized_w``, ``crop_y``, ``crop_x``: the same in both
+    ``data.geometry`` layouts): pixel ``(dy, dx)`` is valid when ``(crop_y + dy, crop_x + dx)`` lies in
+    ``[0, resized_h) x [0, resized_w)``. This is SIPE's ``valid_mask`` (their ``random_crop`` box).
+    """
+
+    def column(name: str) -> torch.Tensor:
+        return torch.as_tensor(geometry[name]).to(device=device, dtype=torch.int64).view(-1, 1)
+
+    offsets = torch.arange(crop_size, device=device).view(1, -1)
+    ys, xs = column("crop_y") + offsets, column("crop_x") + offsets  # (B, crop)
+    valid_y = (ys >= 0) & (ys < column("resized_h"))
+    valid_x = (xs >= 0) & (xs < column("resized_w"))
+    return (valid_y[:, None, :, None] & valid_x[:, None, None, :]).to(torch.float32)
 
 
 def _work_from_uint8(module: _Photometric, images: torch.Tensor) -> torch.Tensor:

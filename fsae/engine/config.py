@@ -117,6 +117,9 @@ DEFAULTS: dict[str, Any] = {
         # the optimizer steps the schedule spans (the authors' PolyOptimizer max_step); past it the lr stays at
         # its last value. None: train.max_steps (the lr reaches 0 at the end)
         "schedule_steps": None,
+        # clip the gradient norm (over all parameters, after unscaling under fp16) at this value before every
+        # optimizer step, as SIPE's loop (clip_grad_norm_(model.parameters(), max_norm=1)); None: no clipping
+        "clip_grad_norm": None,
     },
     "train": {
         "batch_size": 8,  # global: split over processes and accumulation steps
@@ -155,6 +158,7 @@ OPTIONAL = {
     "data.saliency_dir": str,
     "fsae.boundary_weight": float,
     "optim.schedule_steps": int,
+    "optim.clip_grad_norm": float,
     "train.mixed_precision": str,
     "train.log_with": str,
     "data.num_workers": int,
@@ -180,6 +184,7 @@ TRAINING_RANGES = {
 # The allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges.
 RANGES = {
     **TRAINING_RANGES,
+    "optim.clip_grad_norm": "> 0",
     "data.crop_size": ">= 1",
     "data.long_side": ">= 1",
     "data.flip": "[0, 1]",
