@@ -7,9 +7,12 @@ Usage::
 
 ``--method`` takes a ``method.name``; ``ppc`` reads the ResNet-38 checkpoints of the authors' PPC / SEAM / EPS /
 FSAE training code (``torch.save(model.module.state_dict())`` of ``network.resnet38_contrast.Net``: a
-``module.`` prefix from DataParallel is accepted too).  ``RUN_DIR`` gets what a finished fsae run has for
-inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the method, its options and the
-dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused unless ``--overwrite``.
+``module.`` prefix from DataParallel is accepted too); ``sipe`` reads the ResNet-50 checkpoints of the SIPE
+authors' ``train_resnet50_SIPE.py`` (``torch.save({'net': model.module.state_dict()}, ...)`` of
+``network.resnet50_SIPE.Net``: ``final.pth``, ``best.pth``, ``iter_*.pth``).  ``RUN_DIR`` gets what a finished
+fsae run has for inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the method, its
+options and the dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused unless
+``--overwrite``.
 
 The PPC conversion (every tensor is checked against fsae's network, names and shapes, before anything is
 written; a tensor the mapping does not know is an error that names it):
@@ -20,6 +23,15 @@ written; a tensor the mapping does not know is an error that names it):
 * ``proj_fc.weight`` -> ``net.proj.weight``; ``f8_3``, ``f8_4``, ``f9`` (PCM) -> ``net.f8_3`` / ``net.f8_4`` /
   ``net.f9``;
 * BatchNorm ``num_batches_tracked`` counters are dropped.
+
+The SIPE conversion (same checks; the run gets ``method.backbone: resnet50`` and SIPE's default options, so the
+authors' stride-1 last stage):
+
+* ``resnet50.*`` (torchvision's ResNet names) -> ``net.backbone.*`` (timm's, the same names);
+* ``side1`` .. ``side4`` -> ``net.side.0`` .. ``net.side.3``; ``classifier`` -> ``net.classifier`` (no background
+  row: SIPE's classifier has the C foreground classes);
+* the aliases their ``state_dict()`` also holds (``stage0..4.*``, ``backbone.*``, ``newly_added.*``: the same
+  modules registered twice) are dropped, each after checking it equals the tensor it aliases.
 """
 
 from __future__ import annotations
@@ -33,9 +45,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONVERTERS", "convert_ppc", "import_checkpoint", "main"]
+__all__ = ["CONVERTERS", "convert_ppc", "convert_sipe", "import_checkpoint", "main"]
 
 _PPC_HEADS = {"fc8": "fc8", "proj_fc": "proj", "f8_3": "f8_3", "f8_4": "f8_4", "f9": "f9"}
+# SIPE's aliases of resnet50.*: stage k (Sequential) -> the modules it holds; backbone.k = stage k
+_SIPE_STAGES = {"0": ("conv1", "bn1", "relu", "maxpool"), "1": ("layer1",), "2": ("layer2",), "3": ("layer3",),
+                "4": ("layer4",)}  # fmt: skip
 
 
 def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -95,9 +110,69 @@ def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> d
     return out
 
 
-#: ``method.name`` -> (converter, ``method.backbone`` it needs)
-CONVERTERS: dict[str, tuple[Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict], str]] = {
-    "ppc": (convert_ppc, "resnet38d"),
+def _sipe_alias(key: str) -> str | None:
+    """The canonical name of a SIPE alias (``stage3.0.1.conv1.weight`` -> ``resnet50.layer3.1.conv1.weight``,
+    ``newly_added.2.weight`` -> ``side2.weight``), None for a canonical name."""
+    head, _, rest = key.partition(".")
+    if head.startswith("stage") or head == "backbone":
+        stage, rest = (head[len("stage") :], rest) if head.startswith("stage") else rest.split(".", 1)
+        index, _, inner = rest.partition(".")
+        modules = _SIPE_STAGES.get(stage)
+        if modules is None or not index.isdigit() or int(index) >= len(modules):
+            return key  # unknown: reported by the caller
+        return f"resnet50.{modules[int(index)]}.{inner}"
+    if head == "newly_added":
+        index, _, inner = rest.partition(".")
+        names = ("classifier", "side1", "side2", "side3", "side4")
+        return f"{names[int(index)]}.{inner}" if index.isdigit() and int(index) < len(names) else key
+    return None
+
+
+def convert_sipe(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The SIPE authors' ``network.resnet50_SIPE.Net`` state dict -> the state dict of fsae's
+    :class:`~fsae.methods.SIPEMethod` (``backbone="resnet50"``); arguments, result and errors as
+    :func:`convert_ppc`."""
+    state = _strip(state)
+    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        canonical = _sipe_alias(key)
+        if canonical is not None:
+            if canonical not in state or not torch.equal(state[canonical], value):
+                unknown.append(key)  # an alias of nothing, or not equal to what it aliases
+            continue
+        head, _, rest = key.partition(".")
+        if head == "resnet50":
+            name = f"net.backbone.{rest}"
+        elif head in ("side1", "side2", "side3", "side4"):
+            name = f"net.side.{int(head[-1]) - 1}.{rest}"
+        elif head == "classifier":
+            name = f"net.classifier.{rest}"
+        else:
+            name = None
+        if name is None or name not in targets:
+            unknown.append(key)
+            continue
+        if tuple(value.shape) != tuple(targets[name].shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
+                             f"{tuple(targets[name].shape)}")  # fmt: skip
+        out[name] = value.detach().to(torch.float32).contiguous()
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the SIPE network: {unknown[:5]}")
+    missing = [k for k in targets if k not in out]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the SIPE network: {missing[:5]}")
+    for key, value in method.state_dict().items():
+        out.setdefault(key, value)
+    return out
+
+
+#: ``method.name`` -> (converter, ``method.backbone`` it needs, the head whose rows give the class count and the
+#: number of extra (background) rows in it)
+CONVERTERS: dict[str, tuple[Callable[[Mapping[str, torch.Tensor], torch.nn.Module], dict], str, str, int]] = {
+    "ppc": (convert_ppc, "resnet38d", "fc8.weight", 1),
+    "sipe": (convert_sipe, "resnet50", "classifier.weight", 0),
 }
 
 
@@ -133,12 +208,12 @@ def import_checkpoint(
     run_dir, checkpoint = Path(run_dir), Path(checkpoint)
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
         raise ValueError(f"{run_dir} exists and is not an empty folder (give --overwrite to replace it)")
-    convert, backbone = CONVERTERS[method_name]
+    convert, backbone, head, extra_rows = CONVERTERS[method_name]
     state = _read(checkpoint)
-    fc8 = _strip(state).get("fc8.weight")
-    if fc8 is None:
-        raise ValueError(f"{checkpoint} has no fc8.weight: not a checkpoint of the authors' {method_name} network")
-    num_classes = fc8.shape[0] - 1
+    rows = _strip(state).get(head)
+    if rows is None:
+        raise ValueError(f"{checkpoint} has no {head}: not a checkpoint of the authors' {method_name} network")
+    num_classes = rows.shape[0] - extra_rows
     config = load_config(overrides=[f"method.name={method_name}", f"method.backbone={backbone}",
                                     f"data.dataset={dataset}"])  # fmt: skip
     method = build_method(method_name, num_classes=num_classes, backbone=backbone, **config["method"]["options"])
