@@ -363,7 +363,8 @@ def metrics_markdown(metrics: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"The best threshold is chosen on `{metrics['split']}` itself, the split it is reported on, as the original "
-        "code does when it sweeps the threshold and reports the best value: an optimistic number, not a held-out one. "(
+        "code does when it sweeps the threshold and reports the best value: an optimistic number, not a held-out one. "
+        + (
             "The seed is the argmax over the background map and the present classes' maps (no threshold)."
             if authors
             else f"The seed mIoU at t={t:.2f} uses a threshold fixed in advance."
