@@ -1,7 +1,7 @@
 """SIPE's CAM network (Chen et al., "Self-supervised Image-specific Prototype Exploration", CVPR 2022) on timm.
 
 docs/method.md §5. Any timm CNN that supports ``features_only=True`` with four feature levels works as the backbone
-(ResNet-50 at output stride 16 by default, as the authors'; ``resnet18`` in the tests)::
+(ResNet-50 at output stride 16 without dilation by default, as the authors'; ``resnet18`` in the tests)::
 
     images (B, 3, H, W) --backbone--> x1, x2, x3, x4          four levels (timm out_indices (-4, -3, -2, -1))
     cam       = classifier(x4)                                 (B, C, h, w), 1x1 conv, no bias
@@ -40,17 +40,19 @@ Facts taken from the original (``network/resnet50_SIPE.py``, ``train_resnet50_SI
   identical.
 * ``norm_cam``: background is ``1 - max`` over *all* foreground maps, computed before the label mask (as the
   original); with ``labels`` (and ``valid_mask``) the maps of absent classes (and invalid pixels) are then zeroed.
-
 * **Last stage**: the original's ResNet-50 has strides 2, 2, 2, 1 and no dilation anywhere (its
   ``network/resnet50.py``): the last stage keeps the resolution of the third without dilating.
   ``last_stage="stride1"`` (default) builds timm's network at output stride 32 and sets the stride-2
   convolutions of the last stage to stride 1 (ResNets: the block's 3x3 conv and the downsample 1x1 conv); the
   same weights then compute the original's function (measured equal, tests/fidelity/test_sipe.py).
   ``last_stage="dilated"`` is timm's ``output_stride=16``, which dilates the last stage (dilation 2): the same
-  weights, a larger receptive field, CAMs ~70 % (relative) apart from the original's.
+  weights, a larger receptive field, ``norm_cam`` 44 % (relative L2) apart from the original's on the fixture crops.
 * **Valid mask**: the original multiplies ``norm_cam`` (and so the seeds and the GSC loss) by a mask that is 0 on
   the crop padding (times ``[1, labels]``), resized to ``(h, w)`` by nearest; here ``valid_mask`` does the same
   (the trainer passes it: :func:`fsae.augment.views.crop_valid_mask`).
+* **Inference IS-CAM** (the original's ``CAM`` class for ``make_cam.py``): :meth:`SIPENet.flip_fused_is_cam`
+  (an image and its flip fused; seeds from the *unmasked* ``norm_cam`` with ``hie`` as the correlation features);
+  the multi-scale pipeline around it is :meth:`fsae.methods.SIPEMethod.authors_cams`.
 
 Deviations (none changes what is computed): the prototypes' masked average (above); ``seed_iou``'s denominator
 clamp at 1e-5; the original's ``align_corners=True`` resizes of ``norm_cam`` / ``is_cam`` to the size they already
