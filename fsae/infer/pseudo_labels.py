@@ -537,12 +537,14 @@ def make_pseudo_labels(
         if wanted:
             (output_dir / name).mkdir(parents=True, exist_ok=True)
     provenance = sources["provenance"] if from_cams is not None else {}
+    # with the method's own CAMs, scales / flip / resizing are the method's: recorded as None (not ours)
+    own = source == "authors"
     settings = {
         "checkpoint": str(checkpoint) if checkpoint is not None and from_cams is None else provenance.get("checkpoint"),
         "weights": weights if from_cams is None else provenance.get("weights"),
-        "scales": [float(s) for s in scales] if from_cams is None else provenance.get("scales"),
-        "flip": flip if from_cams is None else provenance.get("flip"),
-        "scale_resize": scale_resize if from_cams is None else provenance.get("scale_resize"),
+        "scales": (None if own else [float(s) for s in scales]) if from_cams is None else provenance.get("scales"),
+        "flip": (None if own else flip) if from_cams is None else provenance.get("flip"),
+        "scale_resize": (None if own else scale_resize) if from_cams is None else provenance.get("scale_resize"),
         "cams": source,
     }
     if accelerator.is_main_process:

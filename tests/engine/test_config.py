@@ -296,3 +296,13 @@ def test_a_bad_backbone_in_a_file_names_the_key(nothing_built, tmp_path):
     path.write_text("method:\n  backbone: resnet1888\n")
     with pytest.raises(ConfigError, match=r"^method.backbone: unknown backbone 'resnet1888' \(timm or fsae; did"):
         load_config(path)
+
+
+def test_clip_grad_norm_is_off_by_default_and_positive_when_set():
+    from fsae.engine.config import ConfigError, load_config
+
+    assert load_config()["optim"]["clip_grad_norm"] is None
+    assert load_config(None, ["optim.clip_grad_norm=1.0"])["optim"]["clip_grad_norm"] == 1.0
+    for bad in ("0", "-1.0", "yes"):
+        with pytest.raises(ConfigError, match="optim.clip_grad_norm must be"):
+            load_config(None, [f"optim.clip_grad_norm={bad}"])
