@@ -6,7 +6,9 @@ Base method (docs/method.md §5): :class:`~fsae.models.sipe_net.SIPENet` on the 
 The original trains with SGD, poly decay, lr 0.1 (10x for the new layers), weight decay 1e-4, batch 16, 5 epochs,
 crop 512, and clips the gradient norm at 1 (that is the training loop's job: ``optim.clip_grad_norm``). Its valid
 mask (0 on the crop padding) reaches the network through ``training_step(valid_mask=...)``: the trainer passes it
-to methods whose ``uses_valid_mask`` is true (``use_valid_mask=True``, the default).
+to methods whose ``uses_valid_mask`` is true (``use_valid_mask=True``, the default). Pseudo-labels:
+:meth:`SIPEMethod.authors_cams` is the authors' ``make_cam.py`` / ``eval_cam.py`` pipeline (fused multi-scale IS-CAMs,
+argmax seed), which ``fsae.infer.make_pseudo_labels`` uses by default for SIPE (``--cams authors``).
 
 SIPE has no background logit, so FSAE needs ``(B, C+1, h, w)`` logits from somewhere. ``fsae_attach`` chooses:
 

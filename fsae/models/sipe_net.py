@@ -44,7 +44,7 @@ Facts taken from the original (``network/resnet50_SIPE.py``, ``train_resnet50_SI
   ``network/resnet50.py``): the last stage keeps the resolution of the third without dilating.
   ``last_stage="stride1"`` (default) builds timm's network at output stride 32 and sets the stride-2
   convolutions of the last stage to stride 1 (ResNets: the block's 3x3 conv and the downsample 1x1 conv); the
-  same weights then compute the original's function (measured equal, tests/fidelity/test_sipe.py).
+  same weights then compute the original's function (measured equal, tests/fidelity/test_sipe_authors.py).
   ``last_stage="dilated"`` is timm's ``output_stride=16``, which dilates the last stage (dilation 2): the same
   weights, a larger receptive field, ``norm_cam`` 44 % (relative L2) apart from the original's on the fixture crops.
 * **Valid mask**: the original multiplies ``norm_cam`` (and so the seeds and the GSC loss) by a mask that is 0 on

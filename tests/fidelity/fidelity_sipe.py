@@ -1,4 +1,4 @@
-"""What the SIPE fixtures hold, shared by their generator (``gen_sipe.py``) and their test (``test_sipe.py``).
+"""What the SIPE fixtures hold, shared by their generator (``gen_sipe.py``) and their test (``test_sipe_authors.py``).
 
 Weights: the authors' ``network.resnet50_SIPE.Net(21)`` has ~24M parameters, so the fixtures store none. Its
 ``state_dict()`` names every tensor up to three times (``resnet50.*`` and the aliases ``stage0..4.*``,
