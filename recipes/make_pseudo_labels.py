@@ -7,7 +7,10 @@
 Writes ``seeds/<id>.png``, ``masks/<id>.png`` (VOC palette PNGs, the CRF masks being what the second stage
 trains on), optionally ``cams/<id>.npz`` (``--save-cams``; ``--from-cams DIR`` re-runs seeds, CRF and
 evaluation from them without the network), and with ``--eval``: ``metrics.json``, ``metrics.md``,
-``threshold_curve.png``; ``pictures/<id>.png`` for the first ``--pictures`` ids.  The ids are split over the
+``threshold_curve.png``; ``pictures/<id>.png`` for the first ``--pictures`` ids.  ``--cams authors`` (the
+default for a method with its own pseudo-label pipeline: SIPE) makes the seeds as the method's authors do
+(SIPE: fused multi-scale IS-CAMs, argmax with their background map, no threshold); ``--cams fsae`` is fsae's
+multi-scale CAMs with the ``--threshold`` background.  The ids are split over the
 processes; the metrics are the same for any number of processes.  See ``--help``.
 """
 
@@ -22,7 +25,7 @@ from fsae.engine.cli import run_job
 from fsae.engine.config import ConfigError
 from fsae.eval.confusion import MIOU_MEANS
 from fsae.infer.cams import SCALE_RESIZES
-from fsae.infer.pseudo_labels import DEFAULT_SCALES, DEFAULT_THRESHOLD, make_pseudo_labels
+from fsae.infer.pseudo_labels import CAM_SOURCES, DEFAULT_SCALES, DEFAULT_THRESHOLD, make_pseudo_labels
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=("voc", "coco"), help="default: the run's data.dataset")
     parser.add_argument("--split", help="default: train")
     parser.add_argument("--output-dir", type=Path, required=True, help="where seeds/, masks/, metrics go")
+    parser.add_argument("--cams", choices=CAM_SOURCES,
+                        help="authors: the method's own pseudo-label CAMs (SIPE: its fused multi-scale IS-CAMs and "
+                             "background map, seed = argmax, no threshold; --scales, --no-flip, --scale-resize and "
+                             "--threshold then do not make the seed, the threshold curve is a diagnostic on the "
+                             "foreground maps); fsae: multi-scale CAMs with a constant --threshold background. "
+                             "Default: authors for a method that has them (SIPE), else fsae")  # fmt: skip
     parser.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES),
                         help="CAM input scales, comma-separated (default %(default)s)")  # fmt: skip
     parser.add_argument("--no-flip", action="store_true", help="no horizontally flipped passes")
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             pictures=args.pictures,
             device=args.device,
             progress=not args.no_progress,
+            cams=args.cams,
         )
         return _summary(metrics, args.output_dir)
 
@@ -118,7 +128,8 @@ def _summary(metrics: dict[str, Any], output_dir: Path) -> str:
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
         summary += (
             f"; mIoU over {metrics['miou_over']} classes: seed {pct(metrics['seed']['miou'])} "
-            f"@ t={metrics['threshold']:.2f}, best "
+            + ("(argmax)" if metrics.get("cams") == "authors" else f"@ t={metrics['threshold']:.2f}")
+            + ", best "
             f"{pct(metrics['best']['miou'])} @ t={metrics['best']['threshold']:.2f} (chosen on {metrics['split']})"
         )
         if "mask" in metrics:

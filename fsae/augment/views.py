@@ -37,7 +37,7 @@ from . import functional as AF
 from . import levels as LV
 from .perturbation import StrongPerturbation, WeakPerturbation, _Photometric
 
-__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas", "random_erase"]
+__all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas", "crop_valid_mask", "random_erase"]
 
 #: ``data.geometry``: where the views are cut (see the module docstring).
 GEOMETRIES: tuple[str, ...] = ("authors", "crop", "timm")
@@ -97,6 +97,26 @@ def random_erase(images: torch.Tensor, geometry: Mapping[str, torch.Tensor]) -> 
         out = images.clone() if out is None else out
         out[i, :, y : y + h, x : x + w] = noise.to(device=images.device, dtype=images.dtype)
     return images if out is None else out
+
+
+def crop_valid_mask(
+    geometry: Mapping[str, torch.Tensor], crop_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """``(B, 1, crop, crop)`` float32: 1 where the crop shows the image, 0 on its padding.
+
+    From the loader's ``batch["geometry"]`` (``resized_h``, ``resized_w``, ``crop_y``, ``crop_x``: the same in both
+    ``data.geometry`` layouts): pixel ``(dy, dx)`` is valid when ``(crop_y + dy, crop_x + dx)`` lies in
+    ``[0, resized_h) x [0, resized_w)``. This is SIPE's ``valid_mask`` (their ``random_crop`` box).
+    """
+
+    def column(name: str) -> torch.Tensor:
+        return torch.as_tensor(geometry[name]).to(device=device, dtype=torch.int64).view(-1, 1)
+
+    offsets = torch.arange(crop_size, device=device).view(1, -1)
+    ys, xs = column("crop_y") + offsets, column("crop_x") + offsets  # (B, crop)
+    valid_y = (ys >= 0) & (ys < column("resized_h"))
+    valid_x = (xs >= 0) & (xs < column("resized_w"))
+    return (valid_y[:, None, :, None] & valid_x[:, None, None, :]).to(torch.float32)
 
 
 def _work_from_uint8(module: _Photometric, images: torch.Tensor) -> torch.Tensor:

@@ -134,6 +134,9 @@ DEFAULTS: dict[str, Any] = {
         "min_lr": 0.0,
         "cosine_epochs": None,
         "epoch_lag": True,
+        # clip the gradient norm (over all parameters, after unscaling under fp16) at this value before every
+        # optimizer step, as SIPE's loop (clip_grad_norm_(model.parameters(), max_norm=1)); None: no clipping
+        "clip_grad_norm": None,
     },
     "train": {
         "batch_size": 8,  # global: split over processes and accumulation steps
@@ -173,6 +176,7 @@ OPTIONAL = {
     "fsae.boundary_weight": float,
     "optim.schedule_steps": int,
     "optim.cosine_epochs": int,
+    "optim.clip_grad_norm": float,
     "train.mixed_precision": str,
     "train.log_with": str,
     "data.num_workers": int,
@@ -202,6 +206,7 @@ RANGES = {
     "optim.warmup_lr": ">= 0",
     "optim.min_lr": ">= 0",
     "optim.cosine_epochs": ">= 1",
+    "optim.clip_grad_norm": "> 0",
     "data.crop_size": ">= 1",
     "data.long_side": ">= 1",
     "data.flip": "[0, 1]",
@@ -367,7 +372,7 @@ def check_backbone(key: str, name: str) -> None:
 # Where a constructor's ``**kwargs`` go: "module:class" -> ("module:class" of the receiver or "timm", the
 # receiver's arguments the forwarding class sets itself).  A ``**kwargs`` not listed here is not checked.
 _FORWARDS = {
-    "fsae.methods.sipe:SIPEMethod": ("fsae.models.sipe_net:SIPENet", ("background_head",)),
+    "fsae.methods.sipe:SIPEMethod": ("fsae.models.sipe_net:SIPENet", ()),
     "fsae.methods.mctformer:MCTformerMethod": ("fsae.models.mctformer_net:MCTformerV2Net", ()),
     "fsae.models.sipe_net:SIPENet": ("timm", ("features_only", "out_indices")),
     "fsae.models.mctformer_net:MCTformerV2Net": ("timm", ("features_only", "dynamic_img_size")),

@@ -41,7 +41,7 @@ import yaml
 from torch.utils.data import DataLoader, Sampler
 
 from fsae.augment import TrainingViews
-from fsae.augment.views import random_erase
+from fsae.augment.views import crop_valid_mask, random_erase
 from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
 from fsae.engine.config import ConfigError
 from fsae.engine.rundir import prepare_run_dir, trim_log
@@ -265,6 +265,7 @@ def step_terms(
     labels: torch.Tensor,
     saliency: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    valid_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss terms of one training step: the base method's, plus ``"fsae"`` when ``strong`` is given.
 
@@ -276,11 +277,14 @@ def step_terms(
         method: the student (possibly wrapped by Accelerate / DDP: it is called, never unwrapped).
         weak, strong: ``(B, 3, H, W)`` ImageNet-normalised views (``strong`` None: no FSAE term this step).
         labels: ``(B, C)`` multi-hot; saliency: ``(B, 1, H, W)`` in [0, 1] or None; generator: the method's.
+        valid_mask: ``(B, 1, H, W)`` 1 on image pixels, 0 on the crop padding, passed as ``valid_mask=`` to the
+            method when given (only for methods with ``uses_valid_mask``: SIPE).
 
     Returns:
         ``{name: 0-d tensor}`` whose sum is the step's loss.
     """
-    terms = dict(method(weak, labels, saliency=saliency, generator=generator).losses)
+    extra = {} if valid_mask is None else {"valid_mask": valid_mask}
+    terms = dict(method(weak, labels, saliency=saliency, generator=generator, **extra).losses)
     if strong is not None:
         # both know the labels: a background-free method builds its background from the present classes
         teacher_logits = teacher(weak, labels, cam_only=True)
@@ -497,13 +501,16 @@ def run_steps(
 
     Per micro-batch, inside ``accelerator.accumulate(model)``: ``loss, images, logs = step(batch)`` (the forward
     pass, its finite check; ``images`` this process's batch size, ``logs()`` the values to log), then backward
-    and the optimizer step.  Per optimizer step: the LR schedule, ``after_step()`` (the EMA teacher's update),
-    every ``train.log_every`` steps a line of ``logs()`` + lr + images/s in ``output_dir/log.jsonl`` and the
-    trackers, every ``train.checkpoint_every`` steps a checkpoint.  A resumed ``state`` continues mid-epoch with
-    the same data order.  Ends with a checkpoint; returns the last logged values.
+    and the optimizer step (the gradient norm clipped at ``optim.clip_grad_norm`` first, when set, over all the
+    model's parameters, after unscaling under fp16).  Per optimizer step: the LR schedule, ``after_step()`` (the
+    EMA teacher's update), every ``train.log_every`` steps a line of ``logs()`` + lr + images/s in
+    ``output_dir/log.jsonl`` and the trackers, every ``train.checkpoint_every`` steps a checkpoint.  A resumed
+    ``state`` continues mid-epoch with the same data order.  Ends with a checkpoint; returns the last logged
+    values.
     """
     train_cfg = config["train"]
     processes, max_steps = accelerator.num_processes, train_cfg["max_steps"]
+    clip = config["optim"].get("clip_grad_norm")
     log_file = output_dir / "log.jsonl"
     bar = None
     if progress and accelerator.is_main_process and sys.stderr.isatty():
@@ -524,6 +531,8 @@ def run_steps(
             with accelerator.accumulate(model):
                 loss, images, logs = step(batch)
                 accelerator.backward(loss)
+                if clip is not None and accelerator.sync_gradients:  # unscaled first under fp16 (Accelerate)
+                    accelerator.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             images_seen += images * processes
@@ -716,6 +725,7 @@ def train(
     for extra in (teacher, scheduler, state):
         accelerator.register_for_checkpointing(extra)
     start_run(accelerator, config, output_dir, dataset, checkpoint, state, "fsae")
+    uses_valid = bool(getattr(accelerator.unwrap_model(method), "uses_valid_mask", False))
 
     def step(batch: dict[str, Any]) -> tuple[torch.Tensor, int, Callable[[], dict[str, float]]]:
         labels = batch["labels"]
@@ -724,11 +734,13 @@ def train(
         weak01, strong01 = views(batch["image"], batch["geometry"], config["data"]["crop_size"], state.generators,
                                  strong=expanding)  # fmt: skip
         saliency = batch["saliency"].float().to(weak01.device) if "saliency" in batch else None
+        # SIPE's valid mask: 0 on the crop padding (from the loader's geometry)
+        valid = crop_valid_mask(batch["geometry"], config["data"]["crop_size"], weak01.device) if uses_valid else None
         weak = random_erase(_normalise(weak01), batch["geometry"])  # data.geometry timm only: its erasing boxes
         strong = _normalise(strong01) if expanding else None
         with accelerator.autocast():
             terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,
-                               state.generators["method"])  # fmt: skip
+                               state.generators["method"], valid)  # fmt: skip
         _check_finite(state.step, terms)
         loss = sum(terms.values())
 

@@ -21,6 +21,17 @@ Distribution: the ids are sharded by rank (``ids[rank::world]``); each process c
 images (and runs its own CRF pool); the integer confusion matrices and coverage counts are summed across
 processes, so the metrics do not depend on the number of processes.
 
+Which CAMs (``cams``): ``"fsae"`` is the pipeline above (:func:`multiscale_cams` of the method's CAM logits, a
+constant background threshold); ``"authors"`` is the method's own pipeline, for methods that define
+``authors_cams(image, labels) -> (1, C+1, H, W)`` (SIPE: its fused multi-scale IS-CAMs with a background map,
+:meth:`fsae.methods.SIPEMethod.authors_cams`): the seed is then the argmax over the background map and the
+present classes' maps, **no threshold**, as the authors' code takes it. The default is ``"authors"`` for a method
+that has ``authors_cams``, else ``"fsae"``. With ``"authors"`` the CRF masks use the foreground maps (with the
+``alpha`` background, as for ``"fsae"``), and the threshold curve is computed on the foreground maps with a
+constant background as a diagnostic (what a threshold would give on those maps): the seed metrics, the
+completeness and the pictures are of the argmax seed; ``metrics.json`` records ``cams``. Saved CAMs
+(``save_cams``) then also hold the ``background`` map, and a ``from_cams`` run with them seeds by the argmax.
+
 Seeds and masks are made from the float32 CAMs, as the authors' (their ``.npy`` CAMs are float32).  With
 ``save_cams`` the CAMs are first rounded to float16, the precision stored, so that a run from saved CAMs
 (``from_cams``) reproduces the run that saved them exactly; that rounding (<= 2.5e-4) moves a seed pixel whose
@@ -55,12 +66,15 @@ from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
 from fsae.ops import cams_to_labels
 
 __all__ = [
+    "CAM_SOURCES",
     "DEFAULT_SCALES",
     "DEFAULT_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "ThresholdCurve",
     "imagenet_normalise",
+    "argmax_seed",
     "make_pseudo_labels",
+    "read_background",
     "read_cams",
     "seed_curve_counts",
     "write_cams",
@@ -69,6 +83,22 @@ __all__ = [
 DEFAULT_SCALES = (0.5, 1.0, 1.5, 2.0)  # the authors' contrast_infer.py
 DEFAULT_THRESHOLD = 0.22  # the seed background score: --thr of contrast_infer.py in their script/voc_ppc0.sh
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(50))  # 0.00 .. 0.49: their eval.py --curve --max_th 50
+CAM_SOURCES = ("authors", "fsae")  # make_pseudo_labels(cams=...): the method's authors_cams, or multiscale_cams
+
+
+def argmax_seed(background: torch.Tensor, cams: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The seed of maps with a background map: argmax over ``[background, cams of the present classes]``, no
+    threshold (ties: the lower index, background first, as ``numpy.argmax`` over the authors' kept channels).
+
+    Args:
+        background: ``(H, W)``; cams: ``(C, H, W)``; labels: ``(C,)`` multi-hot.
+
+    Returns:
+        int64 ``(H, W)`` in 0..C (0 = background).
+    """
+    present = torch.as_tensor(labels, device=cams.device).reshape(-1, 1, 1) != 0
+    fg = torch.where(present, cams, torch.full_like(cams, -math.inf))
+    return torch.cat([background[None].to(cams.dtype), fg]).argmax(dim=0)
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -218,12 +248,32 @@ class ThresholdCurve:
         return next((t, m) for t, m in finite if m == best_miou)
 
 
-def write_cams(path: str | Path, cams: torch.Tensor | np.ndarray, label_ids: Sequence[int]) -> None:
+def write_cams(
+    path: str | Path,
+    cams: torch.Tensor | np.ndarray,
+    label_ids: Sequence[int],
+    background: torch.Tensor | np.ndarray | None = None,
+) -> None:
     """Save the CAMs of the present classes: compressed ``.npz`` with ``cams`` float16 ``(K, H, W)`` (the
-    channels ``label_ids`` of the ``(C, H, W)`` input) and ``label_ids`` int64 ``(K,)``, 0-based."""
+    channels ``label_ids`` of the ``(C, H, W)`` input) and ``label_ids`` int64 ``(K,)``, 0-based; with a
+    ``background`` map ``(H, W)`` (``cams="authors"``) also ``background`` float16 ``(H, W)``."""
     cams = torch.as_tensor(cams).detach().cpu()
     ids = np.asarray(list(label_ids), dtype=np.int64)
-    np.savez_compressed(path, cams=cams[torch.as_tensor(ids)].to(torch.float16).numpy(), label_ids=ids)
+    extra = {}
+    if background is not None:
+        extra["background"] = torch.as_tensor(background).detach().cpu().to(torch.float16).numpy()
+    np.savez_compressed(path, cams=cams[torch.as_tensor(ids)].to(torch.float16).numpy(), label_ids=ids, **extra)
+
+
+def read_background(path: str | Path) -> torch.Tensor | None:
+    """The ``background`` map ``(H, W)`` float32 of a :func:`write_cams` file, None when it has none."""
+    try:
+        with np.load(path) as data:
+            return torch.from_numpy(data["background"].astype(np.float32)) if "background" in data else None
+    except FileNotFoundError:
+        raise DatasetError(f"no saved CAMs: {path}") from None
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"unreadable CAM file {path}: {err}") from None
 
 
 def read_cams(path: str | Path, num_classes: int) -> tuple[torch.Tensor, list[int]]:
@@ -397,6 +447,7 @@ def make_pseudo_labels(
     device: str | torch.device | None = None,
     progress: bool = True,
     accelerator: Any = None,
+    cams: str | None = None,
 ) -> dict[str, Any]:
     """Write seeds (and CRF masks) for a split and, with ``evaluate``, measure them; returns the metrics.
 
@@ -425,6 +476,11 @@ def make_pseudo_labels(
         device: inference device (default: the accelerator's, i.e. the process's GPU when there is one).
         progress: tqdm bar on the main process (on a terminal only: off one it writes only carriage returns).
         accelerator: an ``accelerate.Accelerator`` (created when None) -- gives rank, world size and the reduction.
+        cams: ``"authors"`` (the method's ``authors_cams``: its own scales and resizing, seed = argmax with its
+            background map; ``scales``, ``flip``, ``scale_resize`` and ``threshold`` then do not make the seed) or
+            ``"fsae"`` (:func:`multiscale_cams` and ``threshold``); None: ``"authors"`` when the method has
+            ``authors_cams``, else ``"fsae"``; with ``from_cams``: ``"authors"`` when the saved files hold a
+            background map (see the module docstring).
 
     Returns:
         The metrics dict (the same on every process), written to ``metrics.json`` by the main process:
@@ -448,6 +504,8 @@ def make_pseudo_labels(
         DatasetError: unreadable image or mask, missing or mismatched saved CAMs.
     """
     _check_settings(scales, threshold, alpha, workers, limit, pictures, scale_resize, miou_over)
+    if cams is not None and cams not in CAM_SOURCES:
+        raise ConfigError(f"cams must be one of {', '.join(CAM_SOURCES)}, got {cams!r}")
     if from_cams is not None and save_cams:
         raise ConfigError("--save-cams with --from-cams would rewrite the CAMs being read")
     if from_cams is not None:
@@ -462,6 +520,17 @@ def make_pseudo_labels(
     model = None
     if from_cams is None:
         model, _ = load_cam_model(checkpoint, weights, device)
+        has_authors = callable(getattr(model, "authors_cams", None))
+        if cams == "authors" and not has_authors:
+            raise ConfigError(f"--cams authors: the {type(model).__name__} method has no authors_cams (use fsae)")
+        cams = cams or ("authors" if has_authors else "fsae")
+    else:
+        first = next(iter(sorted(Path(from_cams).glob("*.npz"))), None)
+        saved = "authors" if first is not None and read_background(first) is not None else "fsae"
+        if cams is not None and cams != saved:
+            raise ConfigError(f"--cams {cams}: the saved CAMs in {from_cams} are {saved} CAMs")
+        cams = saved
+    source = cams
 
     output_dir = Path(output_dir)
     folders = {"seeds": True, "masks": crf, "cams": save_cams, "pictures": pictures > 0}
@@ -469,12 +538,15 @@ def make_pseudo_labels(
         if wanted:
             (output_dir / name).mkdir(parents=True, exist_ok=True)
     provenance = sources["provenance"] if from_cams is not None else {}
+    # with the method's own CAMs, scales / flip / resizing are the method's: recorded as None (not ours)
+    own = source == "authors"
     settings = {
         "checkpoint": str(checkpoint) if checkpoint is not None and from_cams is None else provenance.get("checkpoint"),
         "weights": weights if from_cams is None else provenance.get("weights"),
-        "scales": [float(s) for s in scales] if from_cams is None else provenance.get("scales"),
-        "flip": flip if from_cams is None else provenance.get("flip"),
-        "scale_resize": scale_resize if from_cams is None else provenance.get("scale_resize"),
+        "scales": (None if own else [float(s) for s in scales]) if from_cams is None else provenance.get("scales"),
+        "flip": (None if own else flip) if from_cams is None else provenance.get("flip"),
+        "scale_resize": (None if own else scale_resize) if from_cams is None else provenance.get("scale_resize"),
+        "cams": source,
     }
     if accelerator.is_main_process:
         args = {
@@ -512,8 +584,14 @@ def make_pseudo_labels(
             image_id, labels = sample["id"], sample["labels"]
             height, width = sample["image"].shape[1:]
             label_ids = [int(c) for c in torch.nonzero(labels).flatten()]
+            background = None
             if from_cams is not None:
                 cams, saved_ids = read_cams(Path(from_cams) / f"{image_id}.npz", num_classes)
+                if source == "authors":
+                    background = read_background(Path(from_cams) / f"{image_id}.npz")
+                    if background is None:
+                        raise DatasetError(f"saved CAMs of {image_id} have no background map (the others have)")
+                    background = background.to(device)
                 if cams.shape[1:] != (height, width):
                     raise DatasetError(
                         f"saved CAMs of {image_id} are {tuple(cams.shape[1:])}, image is {(height, width)}"
@@ -524,14 +602,23 @@ def make_pseudo_labels(
                         "(CAMs of another dataset or split?)"
                     )
                 cams = cams.to(device)
+            elif source == "authors":
+                maps = model.authors_cams(sample["image"][None].to(device), labels[None].to(device))[0].float()
+                present = (labels != 0).to(device=maps.device, dtype=maps.dtype)[:, None, None]
+                background, cams = maps[0], maps[1:] * present
             else:
                 # the uint8 image: multiscale_cams resizes (scale_resize) and normalises it
                 batch = sample["image"][None].to(device)
                 cams = multiscale_cams(model, batch, labels[None].to(device), scales, flip, scale_resize)[0]
             if save_cams:
                 cams = cams.to(torch.float16).float()  # the stored precision (module docstring)
-                write_cams(output_dir / "cams" / f"{image_id}.npz", cams, label_ids)
-            seed = cams_to_labels(cams[None], labels[None].to(cams.device), bg_threshold=threshold)[0].cpu()
+                if background is not None:
+                    background = background.to(torch.float16).float()
+                write_cams(output_dir / "cams" / f"{image_id}.npz", cams, label_ids, background)
+            if background is not None:
+                seed = argmax_seed(background, cams, labels.to(cams.device)).cpu()
+            else:
+                seed = cams_to_labels(cams[None], labels[None].to(cams.device), bg_threshold=threshold)[0].cpu()
             write_label_png(output_dir / "seeds" / f"{image_id}.png", seed.numpy().astype(np.uint8))
             gt = sample.get("mask")
             if evaluate:
@@ -566,10 +653,11 @@ def make_pseudo_labels(
                 record["seed"],
                 mask,
                 None if gt is None else gt.numpy(),
-                titles=("image", "CAM", f"seed t={threshold:.2f}", "CRF mask", "ground truth"),
+                titles=("image", "CAM", seed_title, "CRF mask", "ground truth"),
                 class_names=data.class_names,
             )
 
+    seed_title = "seed (argmax)" if source == "authors" else f"seed t={threshold:.2f}"
     from tqdm.auto import tqdm
 
     show = progress and accelerator.is_main_process and sys.stderr.isatty()

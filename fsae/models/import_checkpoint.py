@@ -4,13 +4,16 @@ Usage::
 
     python -m fsae.models.import_checkpoint --method ppc checkpoint_last.pth RUN_DIR [--dataset voc]
     python -m fsae.models.import_checkpoint --method mctformer checkpoint.pth RUN_DIR
+    python -m fsae.models.import_checkpoint --method sipe final.pth RUN_DIR
     python recipes/make_pseudo_labels.py --checkpoint RUN_DIR ...        # or fsae.infer.load_cam_model(RUN_DIR)
 
 ``--method`` takes a ``method.name``; ``ppc`` reads the ResNet-38 checkpoints of the authors' PPC / SEAM / EPS /
 FSAE training code (``torch.save(model.module.state_dict())`` of ``network.resnet38_contrast.Net``: a
 ``module.`` prefix from DataParallel is accepted too); ``mctformer`` reads the MCTformer-V2 checkpoints of the
 authors' ``main.py`` (``checkpoint.pth`` / ``checkpoint_best.pth``: ``{"model": state_dict}`` of
-``deit_small_MCTformerV2_patch16_224``, their released VOC / COCO weights included).  ``RUN_DIR`` gets what a
+``deit_small_MCTformerV2_patch16_224``, their released VOC / COCO weights included); ``sipe`` reads the ResNet-50
+checkpoints of the SIPE authors' ``train_resnet50_SIPE.py`` (``torch.save({'net': model.module.state_dict()},
+...)`` of ``network.resnet50_SIPE.Net``: ``final.pth``, ``best.pth``, ``iter_*.pth``).  ``RUN_DIR`` gets what a
 finished fsae run has for inference: ``model.safetensors`` (the converted weights) and ``config.yaml`` (the
 method, its options and the dataset, with ``_run.imported_from``); an existing non-empty ``RUN_DIR`` is refused
 unless ``--overwrite``.
@@ -30,6 +33,15 @@ The MCTformer-V2 conversion (checked the same way; C from ``head.weight``): ever
 ``head (C, 384, 3, 3)``: their layout is fsae's, no background channel to move); their final ``norm.weight`` /
 ``norm.bias`` are dropped (their ``forward_features`` never applies that LayerNorm; fsae's net has none). The run
 uses the method's defaults, the authors' ``pos_resample`` among them.
+
+The SIPE conversion (same checks; the run gets ``method.backbone: resnet50`` and SIPE's default options, so the
+authors' stride-1 last stage):
+
+* ``resnet50.*`` (torchvision's ResNet names) -> ``net.backbone.*`` (timm's, the same names);
+* ``side1`` .. ``side4`` -> ``net.side.0`` .. ``net.side.3``; ``classifier`` -> ``net.classifier`` (no background
+  row: SIPE's classifier has the C foreground classes);
+* the aliases their ``state_dict()`` also holds (``stage0..4.*``, ``backbone.*``, ``newly_added.*``: the same
+  modules registered twice) are dropped, each after checking it equals the tensor it aliases.
 """
 
 from __future__ import annotations
@@ -43,9 +55,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["CONVERTERS", "convert_mctformer", "convert_ppc", "import_checkpoint", "main"]
+__all__ = ["CONVERTERS", "convert_mctformer", "convert_ppc", "convert_sipe", "import_checkpoint", "main"]
 
 _PPC_HEADS = {"fc8": "fc8", "proj_fc": "proj", "f8_3": "f8_3", "f8_4": "f8_4", "f9": "f9"}
+
+_SIPE_STAGES = {"0": ("conv1", "bn1", "relu", "maxpool"), "1": ("layer1",), "2": ("layer2",), "3": ("layer3",),
+                "4": ("layer4",)}  # fmt: skip
 
 
 def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -141,9 +156,72 @@ def convert_mctformer(state: Mapping[str, torch.Tensor], method: torch.nn.Module
     return out
 
 
+def _sipe_alias(key: str) -> str | None:
+    """The canonical name of a SIPE alias (``stage3.0.1.conv1.weight`` -> ``resnet50.layer3.1.conv1.weight``,
+    ``newly_added.2.weight`` -> ``side2.weight``), None for a canonical name."""
+    head, _, rest = key.partition(".")
+    if head.startswith("stage") or head == "backbone":
+        stage, rest = (head[len("stage") :], rest) if head.startswith("stage") else rest.split(".", 1)
+        index, _, inner = rest.partition(".")
+        modules = _SIPE_STAGES.get(stage)
+        if modules is None or not index.isdigit() or int(index) >= len(modules):
+            return key  # unknown: reported by the caller
+        return f"resnet50.{modules[int(index)]}.{inner}"
+    if head == "newly_added":
+        index, _, inner = rest.partition(".")
+        names = ("classifier", "side1", "side2", "side3", "side4")
+        return f"{names[int(index)]}.{inner}" if index.isdigit() and int(index) < len(names) else key
+    return None
+
+
+def convert_sipe(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The SIPE authors' ``network.resnet50_SIPE.Net`` state dict -> the state dict of fsae's
+    :class:`~fsae.methods.SIPEMethod` (``backbone="resnet50"``); arguments, result and errors as
+    :func:`convert_ppc`."""
+    state = _strip(state)
+    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        canonical = _sipe_alias(key)
+        if canonical is not None:
+            if canonical not in state or not torch.equal(state[canonical], value):
+                unknown.append(key)  # an alias of nothing, or not equal to what it aliases
+            continue
+        head, _, rest = key.partition(".")
+        if head == "resnet50":
+            name = f"net.backbone.{rest}"
+        elif head in ("side1", "side2", "side3", "side4"):
+            name = f"net.side.{int(head[-1]) - 1}.{rest}"
+        elif head == "classifier":
+            name = f"net.classifier.{rest}"
+        else:
+            name = None
+        if name is None or name not in targets:
+            unknown.append(key)
+            continue
+        if tuple(value.shape) != tuple(targets[name].shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
+                             f"{tuple(targets[name].shape)}")  # fmt: skip
+        out[name] = value.detach().to(torch.float32).contiguous()
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the SIPE network: {unknown[:5]}")
+    missing = [k for k in targets if k not in out]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the SIPE network: {missing[:5]}")
+    for key, value in method.state_dict().items():
+        out.setdefault(key, value)
+    return out
+
+
 def _ppc_classes(state: Mapping[str, torch.Tensor]) -> int | None:
     fc8 = state.get("fc8.weight")
     return None if fc8 is None else fc8.shape[0] - 1
+
+
+def _sipe_classes(state: Mapping[str, torch.Tensor]) -> int | None:
+    classifier = state.get("classifier.weight")
+    return None if classifier is None else classifier.shape[0]
 
 
 def _mctformer_classes(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -158,6 +236,7 @@ CONVERTERS: dict[
 ] = {
     "ppc": (convert_ppc, "resnet38d", _ppc_classes, "fc8.weight"),
     "mctformer": (convert_mctformer, "deit_small_patch16_224", _mctformer_classes, "head.weight (C, D, 3, 3)"),
+    "sipe": (convert_sipe, "resnet50", _sipe_classes, "classifier.weight"),
 }
 
 

@@ -6,7 +6,7 @@
 * ``pretrained=True``: timm's published weights (downloaded by timm; needs internet or timm's cache);
 * ``pretrained_path=FILE``: a local state dict, loaded by :func:`load_pretrained`, which reports what did not load.
   ``.safetensors`` files are read with safetensors; anything else with ``torch.load(weights_only=True)``. The state
-  dict may sit under ``"state_dict"`` or ``"model"`` (nested any number of times) and carry a DDP ``module.``
+  dict may sit under ``"state_dict"``, ``"model"`` or ``"net"`` (nested any number of times) and carry a DDP ``module.``
   prefix. Keys are the model's own ``state_dict()`` names, before any ``features_only`` wrapping: a
   ``features_only=True`` backbone loads the same file as the full model.
 
@@ -51,7 +51,7 @@ from torch import nn
 
 __all__ = ["LoadReport", "PretrainedLoadWarning", "create_backbone", "load_pretrained", "read_state_dict"]
 
-_NESTED_KEYS = ("state_dict", "model")
+_NESTED_KEYS = ("state_dict", "model", "net")  # "net": SIPE's checkpoints
 _BOOKKEEPING = ("num_batches_tracked",)
 _FEATURE_KWARGS = ("features_only", "out_indices", "feature_cls")
 _SHOW = 5  # names listed per category in messages
@@ -114,7 +114,8 @@ def _is_bookkeeping(key: str) -> bool:
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``), on the CPU.
 
-    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` nesting and a common ``module.`` prefix (DDP checkpoints).
+    Unwraps ``{"state_dict": ...}`` / ``{"model": ...}`` / ``{"net": ...}`` nesting and a common ``module.`` prefix
+    (DDP checkpoints).
 
     Raises:
         FileNotFoundError: no such file.

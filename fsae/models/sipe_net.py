@@ -1,7 +1,7 @@
 """SIPE's CAM network (Chen et al., "Self-supervised Image-specific Prototype Exploration", CVPR 2022) on timm.
 
 docs/method.md §5. Any timm CNN that supports ``features_only=True`` with four feature levels works as the backbone
-(ResNet-50 at output stride 16 by default; ``resnet18`` in the tests)::
+(ResNet-50 at output stride 16 without dilation by default, as the authors'; ``resnet18`` in the tests)::
 
     images (B, 3, H, W) --backbone--> x1, x2, x3, x4          four levels (timm out_indices (-4, -3, -2, -1))
     cam       = classifier(x4)                                 (B, C, h, w), 1x1 conv, no bias
@@ -40,10 +40,23 @@ Facts taken from the original (``network/resnet50_SIPE.py``, ``train_resnet50_SI
   identical.
 * ``norm_cam``: background is ``1 - max`` over *all* foreground maps, computed before the label mask (as the
   original); with ``labels`` (and ``valid_mask``) the maps of absent classes (and invalid pixels) are then zeroed.
+* **Last stage**: the original's ResNet-50 has strides 2, 2, 2, 1 and no dilation anywhere (its
+  ``network/resnet50.py``): the last stage keeps the resolution of the third without dilating.
+  ``last_stage="stride1"`` (default) builds timm's network at output stride 32 and sets the stride-2
+  convolutions of the last stage to stride 1 (ResNets: the block's 3x3 conv and the downsample 1x1 conv); the
+  same weights then compute the original's function (measured equal, tests/fidelity/test_sipe_authors.py).
+  ``last_stage="dilated"`` is timm's ``output_stride=16``, which dilates the last stage (dilation 2): the same
+  weights, a larger receptive field, ``norm_cam`` 44 % (relative L2) apart from the original's on the fixture crops.
+* **Valid mask**: the original multiplies ``norm_cam`` (and so the seeds and the GSC loss) by a mask that is 0 on
+  the crop padding (times ``[1, labels]``), resized to ``(h, w)`` by nearest; here ``valid_mask`` does the same
+  (the trainer passes it: :func:`fsae.augment.views.crop_valid_mask`).
+* **Inference IS-CAM** (the original's ``CAM`` class for ``make_cam.py``): :meth:`SIPENet.flip_fused_is_cam`
+  (an image and its flip fused; seeds from the *unmasked* ``norm_cam`` with ``hie`` as the correlation features);
+  the multi-scale pipeline around it is :meth:`fsae.methods.SIPEMethod.authors_cams`.
 
-Deviations: timm's ``output_stride=16`` dilates the last stage (dilation 2) where the original sets its stride to 1
-without dilation (same weights, larger receptive field); the original's ``valid_mask`` (zero on the padding of
-the crop) is the optional ``valid_mask`` argument, which the training loop may leave out.
+Deviations (none changes what is computed): the prototypes' masked average (above); ``seed_iou``'s denominator
+clamp at 1e-5; the original's ``align_corners=True`` resizes of ``norm_cam`` / ``is_cam`` to the size they already
+have are skipped.
 """
 
 from __future__ import annotations
@@ -54,14 +67,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.pooling import _AvgPoolNd, _MaxPoolNd
 
 from fsae.models.freeze import freeze_batchnorm
 from fsae.models.pretrained import create_backbone
 from fsae.ops import cam_normalize
 
-__all__ = ["BATCHNORM_MODES", "SIPENet", "image_specific_cam", "seed_iou"]
+__all__ = ["BATCHNORM_MODES", "LAST_STAGES", "SIPENet", "image_specific_cam", "seed_iou", "undo_last_stride"]
 
 BATCHNORM_MODES = ("fixed", "frozen", "train")
+LAST_STAGES = ("stride1", "dilated")
 SIDE_CHANNELS = (128, 128, 256, 256)
 
 
@@ -124,6 +139,48 @@ def image_specific_cam(
     return prototypes, is_cam
 
 
+def undo_last_stride(backbone: nn.Module) -> list[str]:
+    """Set every stride-2 convolution of the last feature stage of a timm ``features_only`` backbone to stride 1.
+
+    The last stage is the modules after the third feature level's module up to the fourth's (``feature_info``
+    module names, in definition order). A pooling with a stride there (e.g. ResNet-D's average-pool
+    downsample), or a last level that still has a larger stride than the third afterwards, is a ValueError.
+
+    Returns:
+        The names of the convolutions changed.
+    """
+    names = backbone.feature_info.module_name()
+    modules = list(backbone.named_modules())
+    order = [n for n, _ in modules]
+
+    def end_of(name: str) -> int:  # the index past ``name``'s last submodule
+        start = order.index(name)
+        inside = [i for i, n in enumerate(order) if n == name or n.startswith(name + ".")]
+        return max(inside, default=start) + 1
+
+    first, last = end_of(names[-2]), end_of(names[-1])
+    changed = []
+    for name, module in modules[first:last]:
+        stride = getattr(module, "stride", None)
+        if isinstance(module, nn.Conv2d) and tuple(module.stride) != (1, 1):
+            module.stride = (1, 1)
+            changed.append(name)
+        elif isinstance(module, (_AvgPoolNd, _MaxPoolNd)) and stride not in (None, 1, (1, 1)):
+            raise ValueError(f"last_stage='stride1': {name} ({type(module).__name__}) has stride {stride}; use "
+                             "last_stage='dilated'")  # fmt: skip
+    with torch.no_grad():
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            sizes = [f.shape[-1] for f in backbone(torch.zeros(1, 3, 64, 64))]
+        finally:
+            backbone.train(was_training)
+    if not changed or sizes[-1] != sizes[-2]:
+        raise ValueError("last_stage='stride1' works on backbones whose last stage downsamples with strided convs "
+                         "(ResNets); use last_stage='dilated'")  # fmt: skip
+    return changed
+
+
 def _with_background(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``(B, C)`` multi-hot -> ``(B, C+1)`` 0/1 with a leading column of ones."""
     present = (labels.detach() != 0).to(dtype)
@@ -138,18 +195,19 @@ class SIPENet(nn.Module):
         backbone: timm model name (a CNN with four feature levels; ``"resnet50"`` as in SIPE).
         pretrained: timm's published ImageNet weights (needs internet or timm's cache).
         pretrained_path: local weights file instead (see :func:`fsae.models.create_backbone`).
-        output_stride: passed to timm (16 in SIPE).
+        output_stride: the total stride, 16 as in SIPE. With ``last_stage="stride1"`` only 16 (timm's network at
+            32, the last stage's stride removed); with ``"dilated"`` passed to timm (8 or 16 dilate stages).
+        last_stage: ``"stride1"`` (the original: last stage at stride 1, not dilated) or ``"dilated"`` (timm's
+            ``output_stride``, dilation 2 in the last stage at 16); see the module docstring.
         side_channels: output channels of the four side 1x1 convs (SIPE: 128, 128, 256, 256).
         frozen_levels: the stem and the stages up to this feature level (0..4) get no gradient (SIPE: 2, its
             ``detach()`` after stage 2). 0 trains the whole backbone.
         batchnorm: ``"fixed"`` (SIPE: running statistics, trainable affine), ``"frozen"`` or ``"train"``.
-        background_head: add a 1x1 conv (with bias) from the last features to one background logit,
-            returned as ``bg_logit`` (used by :class:`fsae.methods.sipe.SIPEMethod` with ``fsae_attach="learned"``).
         **timm_kwargs: more arguments for ``timm.create_model`` (e.g. ``drop_path_rate``).
 
     Attributes:
-        backbone: timm features_only model; ``side`` (ModuleList of 4 convs), ``classifier`` (1x1 conv, C out, no
-        bias), ``background`` (or None): the new layers.
+        backbone: timm features_only model; ``side`` (ModuleList of 4 convs) and ``classifier`` (1x1 conv, C out,
+        no bias): the new layers.
     """
 
     def __init__(
@@ -159,10 +217,10 @@ class SIPENet(nn.Module):
         pretrained: bool = False,
         pretrained_path: str | os.PathLike[str] | None = None,
         output_stride: int = 16,
+        last_stage: str = "stride1",
         side_channels: tuple[int, int, int, int] = SIDE_CHANNELS,
         frozen_levels: int = 2,
         batchnorm: str = "fixed",
-        background_head: bool = False,
         **timm_kwargs: object,
     ) -> None:
         super().__init__()
@@ -174,27 +232,34 @@ class SIPENet(nn.Module):
             raise ValueError(f"side_channels must give 4 channel counts, got {side_channels!r}")
         if isinstance(frozen_levels, bool) or not isinstance(frozen_levels, int) or not 0 <= frozen_levels <= 4:
             raise ValueError(f"frozen_levels must be an integer in 0..4, got {frozen_levels!r}")
+        if last_stage not in LAST_STAGES:
+            raise ValueError(f"last_stage must be one of {LAST_STAGES}, got {last_stage!r}")
+        if last_stage == "stride1" and output_stride != 16:
+            raise ValueError(f"last_stage='stride1' gives output stride 16, got output_stride={output_stride} "
+                             "(use last_stage='dilated' for timm's output strides)")  # fmt: skip
         self.num_classes = num_classes
         self.batchnorm = batchnorm
+        self.last_stage = last_stage
         self.backbone = create_backbone(
             backbone,
             pretrained=pretrained,
             pretrained_path=pretrained_path,
             features_only=True,
             out_indices=(-4, -3, -2, -1),
-            output_stride=output_stride,
+            output_stride=32 if last_stage == "stride1" else output_stride,
             **timm_kwargs,
         )
         channels = list(self.backbone.feature_info.channels())
         if len(channels) != 4:
             raise ValueError(f"{backbone}: expected 4 feature levels, timm gives {len(channels)}")
+        if last_stage == "stride1":
+            undo_last_stride(self.backbone)
         if batchnorm == "frozen":
             self.backbone = freeze_batchnorm(self.backbone)
         self.frozen_parameters = self._freeze_levels(frozen_levels)
 
         self.side = nn.ModuleList(nn.Conv2d(c, s, 1, bias=False) for c, s in zip(channels, side_channels, strict=True))
         self.classifier = nn.Conv2d(channels[-1], num_classes, 1, bias=False)
-        self.background = nn.Conv2d(channels[-1], 1, 1, bias=True) if background_head else None
         self.train()
 
     def _freeze_levels(self, levels: int) -> list[str]:
@@ -229,8 +294,8 @@ class SIPENet(nn.Module):
         return self
 
     def new_modules(self) -> list[nn.Module]:
-        """The layers SIPE adds to the backbone (10x learning rate): side convs, classifier, background head."""
-        return [m for m in (self.side, self.classifier, self.background) if m is not None]
+        """The layers SIPE adds to the backbone (10x learning rate): the side convs and the classifier."""
+        return [self.side, self.classifier]
 
     def hierarchical_features(self, features: list[torch.Tensor]) -> torch.Tensor:
         """``(B, sum(side_channels), h, w)``: side convs on the detached levels, L2-normalised, resized, stacked."""
@@ -265,7 +330,6 @@ class SIPENet(nn.Module):
             * ``score``: ``(B, C)`` image logits = spatial mean of ``cam`` (same dtype);
             * ``norm_cam``: ``(B, C+1, h, w)`` float32 in [0, 1]; channel 0 = ``1 - max_c n_c``; with ``labels``
               absent classes (and invalid pixels) zeroed;
-            * ``bg_logit``: ``(B, 1, h, w)`` learned background logit (only with ``background_head=True``);
 
             and with ``labels``:
 
@@ -284,8 +348,6 @@ class SIPENet(nn.Module):
         foreground = cam_normalize(cam.float())  # ReLU / (max + 1e-5), float32
         background = 1.0 - foreground.amax(dim=1, keepdim=True)
         norm_cam = torch.cat([background, foreground], dim=1)
-        if self.background is not None:
-            out["bg_logit"] = self.background(x4)
         if labels is None:
             out["norm_cam"] = norm_cam
             return out
@@ -304,3 +366,37 @@ class SIPENet(nn.Module):
         prototypes, is_cam = image_specific_cam(seeds, hie)
         out.update(norm_cam=norm_cam, features=hie, seeds=seeds, prototypes=prototypes, is_cam=is_cam)
         return out
+
+    @torch.no_grad()
+    def flip_fused_is_cam(self, pair: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The original's inference IS-CAM (its ``CAM`` class, ``make_cam.py``) of one image and its mirror image.
+
+        ``cam`` and the hierarchical features are fused as ``x[0] + flip(x[1])``; ``norm_cam`` is built from the
+        fused ``cam`` *without* the label mask (background ``1 - max`` over all classes); the seeds use the fused
+        hierarchical features for the correlation (not ``x4`` as in training), argmax over all ``C+1`` maps, then
+        times ``[1, labels]``; prototypes and ``is_cam`` as in training.
+
+        Args:
+            pair: ``(2, 3, H, W)`` ImageNet-normalised: an image and its horizontal flip.
+            labels: ``(1, C)`` multi-hot.
+
+        Returns:
+            ``norm_cam`` and ``is_cam``: ``(1, C+1, h, w)`` float32 (``is_cam`` zero for absent classes).
+        """
+        if pair.dim() != 4 or pair.shape[0] != 2:
+            raise ValueError(f"pair must be (2, 3, H, W) (an image and its flip), got {tuple(pair.shape)}")
+        features = self.backbone(pair)
+        cam = self.classifier(features[-1]).float()
+        cam = (cam[0] + cam[1].flip(-1))[None]
+        hie = self.hierarchical_features(features).float()
+        hie = (hie[0] + hie[1].flip(-1))[None]
+        foreground = cam_normalize(cam)
+        norm_cam = torch.cat([1.0 - foreground.amax(dim=1, keepdim=True), foreground], dim=1)
+        k = norm_cam.shape[1]
+        if labels.dim() != 2 or tuple(labels.shape) != (1, k - 1):
+            raise ValueError(f"labels must have shape (1, C) = (1, {k - 1}), got {tuple(labels.shape)}")
+        mask = _with_background(labels, norm_cam.dtype)[:, :, None, None]
+        iou = seed_iou(norm_cam, hie)
+        seeds = F.one_hot(iou.argmax(dim=1), k).permute(0, 3, 1, 2).to(norm_cam.dtype) * mask
+        _, is_cam = image_specific_cam(seeds, hie)
+        return {"norm_cam": norm_cam, "is_cam": is_cam}

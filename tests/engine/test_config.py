@@ -265,8 +265,8 @@ def test_bad_values_are_one_line_errors_before_anything_is_built(nothing_built, 
     [
         (["method.name=sipe", "method.backbone=resnet50", "method.options.frozen_levls=1"],
          "unknown option method.options.frozen_levls=1 (did you mean frozen_levels?); accepted options: "),
-        (["method.name=sipe", "method.backbone=resnet50", "method.options.background_head=true"],
-         "unknown option method.options.background_head=True; accepted options: "),
+        (["method.name=sipe", "method.backbone=resnet50", "method.options.fsae_attach=learned"],
+         "unknown option method.options.fsae_attach='learned'; accepted options: "),
         (["method.name=mctformer", "method.backbone=deit_small_patch16_224", "method.options.evalcam=attach"],
          "unknown option method.options.evalcam='attach' (did you mean eval_cam?); accepted options: "),
     ],
@@ -296,3 +296,13 @@ def test_a_bad_backbone_in_a_file_names_the_key(nothing_built, tmp_path):
     path.write_text("method:\n  backbone: resnet1888\n")
     with pytest.raises(ConfigError, match=r"^method.backbone: unknown backbone 'resnet1888' \(timm or fsae; did"):
         load_config(path)
+
+
+def test_clip_grad_norm_is_off_by_default_and_positive_when_set():
+    from fsae.engine.config import ConfigError, load_config
+
+    assert load_config()["optim"]["clip_grad_norm"] is None
+    assert load_config(None, ["optim.clip_grad_norm=1.0"])["optim"]["clip_grad_norm"] == 1.0
+    for bad in ("0", "-1.0", "yes"):
+        with pytest.raises(ConfigError, match="optim.clip_grad_norm must be"):
+            load_config(None, [f"optim.clip_grad_norm={bad}"])

@@ -209,3 +209,44 @@ def test_a_launch_accelerate_did_not_join_is_refused(tmp_path, monkeypatch):
         trainer_module.make_accelerator(train_cfg, tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert isinstance(trainer_module.make_accelerator(train_cfg, tmp_path), Unjoined)
+
+
+def test_sipe_gets_the_crop_valid_mask_and_clipped_gradients(toy_root, tmp_path, monkeypatch):
+    """SIPE's loop: the valid mask of each padded crop reaches the method (0 on the padding, from the loader's
+    geometry), and ``optim.clip_grad_norm`` clips the gradient norm before every optimizer step."""
+    from accelerate import Accelerator
+
+    from fsae.methods.sipe import SIPEMethod
+
+    masks, norms = [], []
+    step = SIPEMethod.training_step
+
+    def spy_step(self, images, labels, *args, valid_mask=None, **kwargs):
+        masks.append((tuple(images.shape), None if valid_mask is None else valid_mask.clone()))
+        return step(self, images, labels, *args, valid_mask=valid_mask, **kwargs)
+
+    clip = Accelerator.clip_grad_norm_
+
+    def spy_clip(self, parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        total = clip(self, parameters, max_norm, *args, **kwargs)
+        after = torch.norm(torch.stack([p.grad.norm() for p in parameters if p.grad is not None]))
+        norms.append((max_norm, float(total), float(after)))
+        return total
+
+    monkeypatch.setattr(SIPEMethod, "training_step", spy_step)
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", spy_clip)
+    config = tiny_config(toy_root, **{"method.name": "sipe", "data.long_side": [40, 48], "optim.clip_grad_norm": 0.5,
+                                      "fsae.enabled": False, "train.max_steps": 2})  # fmt: skip
+    train(config, tmp_path, progress=False)
+    assert len(masks) == 2 and len(norms) == 2
+    for shape, mask in masks:
+        assert mask is not None and mask.shape == (shape[0], 1, 64, 64)
+        assert set(mask.unique().tolist()) == {0.0, 1.0}  # a 40-48 px image in a 64 px crop: padding
+        rows, cols = mask[:, 0].amax(dim=2).sum(dim=1), mask[:, 0].amax(dim=1).sum(dim=1)
+        assert bool(((rows >= 1) & (rows <= 48) & (cols >= 1) & (cols <= 48)).all())
+    assert all(m == 0.5 and after <= 0.5 * (1 + 1e-4) < total for m, total, after in norms)
+    # off by default: no clipping, and no valid mask for a method without uses_valid_mask
+    norms.clear()
+    train(tiny_config(toy_root, **{"train.max_steps": 1}), tmp_path / "ppc", progress=False)
+    assert norms == []

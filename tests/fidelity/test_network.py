@@ -57,8 +57,10 @@ def test_import_refuses_a_used_folder_and_bad_files(run_dir, tmp_path, capsys):
     assert main(["--method", "ppc", str(checkpoint), str(run_dir / "run")]) == 2
     assert "not an empty folder" in capsys.readouterr().err
     assert (run_dir / "run" / "model.safetensors").is_file()  # untouched
-    assert main(["--method", "sipe", str(checkpoint), str(tmp_path / "a")]) == 2
-    assert "converters exist for ['mctformer', 'ppc']" in capsys.readouterr().err
+    assert main(["--method", "nosuch", str(checkpoint), str(tmp_path / "a")]) == 2
+    assert "converters exist for ['mctformer', 'ppc', 'sipe']" in capsys.readouterr().err
+    assert main(["--method", "sipe", str(checkpoint), str(tmp_path / "a")]) == 2  # a PPC file is no SIPE checkpoint
+    assert "has no classifier.weight" in capsys.readouterr().err
     assert main(["--method", "ppc", str(tmp_path / "missing.pth"), str(tmp_path / "b")]) == 2
     assert "not found" in capsys.readouterr().err
     state = authors_state_dict(0)

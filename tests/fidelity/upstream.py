@@ -28,7 +28,8 @@ import torch
 __all__ = ["authors_code", "mctformer_code", "require"]
 
 _STUBS = ("wandb", "chainercv", "chainercv.evaluations", "chainercv.datasets", "torch.utils.tensorboard",
-          "matplotlib", "matplotlib.pyplot", "imageio", "pandas")  # fmt: skip
+          "matplotlib", "matplotlib.pyplot", "imageio", "pandas", "tensorboardX", "pydensecrf",
+          "pydensecrf.densecrf", "pydensecrf.utils")  # fmt: skip
 # the authors' top-level packages: dropped from sys.modules on exit so that two checkouts never mix
 _THEIR_PACKAGES = ("network", "module", "data", "util", "tool", "voc12")
 
@@ -57,12 +58,20 @@ def require(*modules: str) -> None:
 
 
 @contextlib.contextmanager
-def authors_code(root: Path) -> Iterator[Path]:
-    """Make the checkout at ``root`` importable (``import network.resnet38_contrast`` ...) on the CPU."""
+def authors_code(
+    root: Path,
+    marker: str = "network/resnet38_contrast.py",
+    what: str = "PPC + FSAE",
+    modules: tuple[str, ...] = ("cv2", "natsort"),
+) -> Iterator[Path]:
+    """Make the checkout at ``root`` importable (``import network.resnet38_contrast`` ...) on the CPU.
+
+    ``marker``: a file the checkout must have (SIPE: ``network/resnet50_SIPE.py``); ``modules``: what must be
+    installed (:func:`require`)."""
     root = Path(root).resolve()
-    if not (root / "network" / "resnet38_contrast.py").is_file():
-        raise SystemExit(f"{root} is not a checkout of the authors' PPC + FSAE code (no network/resnet38_contrast.py)")
-    require("cv2", "natsort")
+    if not (root / marker).is_file():
+        raise SystemExit(f"{root} is not a checkout of the authors' {what} code (no {marker})")
+    require(*modules)
     import torchvision  # noqa: F401  (before any stub: torch's lazy imports probe for optional packages)
 
     saved_modules = dict(sys.modules)

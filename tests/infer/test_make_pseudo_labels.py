@@ -400,3 +400,62 @@ def test_no_progress_bar_off_a_terminal(run_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "\r" not in captured.err + captured.out and "pseudo-labels:" not in captured.err
     assert "done: 6 images" in captured.out
+
+
+@pytest.fixture(scope="module")
+def sipe_run(toy_root, tmp_path_factory):
+    """A SIPE run (resnet18, 2 steps): a method with its own pseudo-label CAMs (``authors_cams``)."""
+    overrides = [f"data.root={toy_root}", "method.name=sipe", "method.backbone=resnet18", "method.options={}",
+                 "data.crop_size=64", "data.long_side=[64, 80]", "data.num_workers=0", "data.saliency_dir=null",
+                 "train.batch_size=2", "train.max_steps=2", "train.checkpoint_every=100"]  # fmt: skip
+    out = tmp_path_factory.mktemp("sipe_run")
+    train(load_config(TOY_CONFIG, overrides), out, progress=False)
+    return out
+
+
+def test_authors_cams_are_the_default_for_sipe_and_seed_by_argmax(sipe_run, toy_root, tmp_path):
+    """``--cams`` defaults to ``authors`` for SIPE: seeds = argmax of ``authors_cams`` over background and present
+    classes (no threshold); ``--cams fsae`` is the threshold pipeline; saved authors' CAMs replay exactly."""
+    from fsae.infer.pseudo_labels import argmax_seed
+
+    common = ["--split", "train", "--eval", "--pictures", "1", "--no-crf", "--no-progress", "--limit", "3"]
+    assert recipe.main(["--checkpoint", str(sipe_run), "--output-dir", str(tmp_path / "a"), "--save-cams",
+                        *common]) == 0  # fmt: skip
+    metrics = metrics_of(tmp_path / "a")
+    assert metrics["cams"] == "authors" and len(metrics["curve"]) == len(DEFAULT_THRESHOLDS)
+    method, _ = load_cam_model(sipe_run)
+    data = VOCSegmentation(toy_root, "train")
+    for index in range(3):
+        sample = data[index]
+        maps = method.authors_cams(sample["image"][None], sample["labels"][None])[0]
+        maps = maps.to(torch.float16).float()  # --save-cams: the stored precision
+        present = (sample["labels"] != 0).float()[:, None, None]
+        expected = argmax_seed(maps[0], maps[1:] * present, sample["labels"])
+        seed = read_label_png(tmp_path / "a" / "seeds" / f"{sample['id']}.png")
+        assert np.array_equal(seed, expected.numpy()), sample["id"]
+        with np.load(tmp_path / "a" / "cams" / f"{sample['id']}.npz") as saved:
+            assert saved["background"].shape == seed.shape
+    assert "seed mIoU @ argmax" in (tmp_path / "a" / "metrics.md").read_text()
+    # the saved maps (with their background) replay the run without the network
+    assert recipe.main(["--from-cams", str(tmp_path / "a"), "--output-dir", str(tmp_path / "b"), *common]) == 0
+    again, first = metrics_of(tmp_path / "b"), metrics_of(tmp_path / "a")
+    assert again["cams"] == "authors" and again["seed"] == first["seed"]
+    assert recipe.main(["--checkpoint", str(sipe_run), "--output-dir", str(tmp_path / "c"), "--cams", "fsae",
+                        "--scales", "1", *common]) == 0  # fmt: skip
+    fsae = metrics_of(tmp_path / "c")
+    assert fsae["cams"] == "fsae" and fsae["seed"]["confusion"] != first["seed"]["confusion"]
+
+
+def test_authors_cams_for_a_method_without_them_is_one_line(run_dir, tmp_path, capsys):
+    code = recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(tmp_path), "--cams", "authors",
+                        "--scales", "1", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("error: --cams authors: the PPCMethod method has no authors_cams"), err
+    assert metrics_of_default(run_dir, tmp_path / "d") == "fsae"
+
+
+def metrics_of_default(run_dir: Path, out: Path) -> str:
+    """The ``cams`` a run without ``--cams`` records (PPC: no authors_cams, so fsae)."""
+    assert recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(out), "--scales", "1", "--no-crf",
+                        "--pictures", "0", "--limit", "1", "--no-progress"]) == 0  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())["cams"]

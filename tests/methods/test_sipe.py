@@ -279,3 +279,67 @@ def test_other_timm_backbone_and_validation():
         SIPENet(backbone="resnet18", batchnorm="nope")
     with pytest.raises(ValueError, match="labels must have shape"):
         net(torch.randn(1, 3, 64, 64), torch.ones(1, 5))
+
+
+def test_last_stage_stride1_is_the_undilated_stride_16_network():
+    """``last_stage="stride1"`` (default): the last stage's strided convs at stride 1, no dilation anywhere; the
+    ``"dilated"`` switch is timm's output stride 16 (dilation 2). Same sizes, another function on the same weights."""
+    torch.manual_seed(0)
+    plain = SIPENet(num_classes=3, backbone="resnet18")
+    for m in plain.modules():  # timm zero-initialises each block's last BatchNorm: make the branches count
+        if isinstance(m, _BatchNorm):
+            m.weight.data.normal_(1.0, 0.1)
+    dilated = SIPENet(num_classes=3, backbone="resnet18", last_stage="dilated")
+    dilated.load_state_dict(plain.state_dict())
+    convs = dict(plain.backbone.named_modules())
+    assert convs["layer4.0.conv1"].stride == (1, 1) and convs["layer4.0.downsample.0"].stride == (1, 1)
+    assert all(m.dilation == (1, 1) for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    assert any(m.dilation == (2, 2) for m in dilated.modules() if isinstance(m, torch.nn.Conv2d))
+    images = torch.randn(1, 3, 80, 64)
+    with torch.no_grad():
+        a, b = plain.eval()(images)["cam"], dilated.eval()(images)["cam"]
+        # by hand: timm's output-stride-32 network with the two strides undone
+        import timm
+
+        ref = timm.create_model("resnet18", features_only=True, out_indices=(-4, -3, -2, -1))
+        ref.load_state_dict(plain.backbone.state_dict())
+        ref.layer4[0].conv1.stride, ref.layer4[0].downsample[0].stride = (1, 1), (1, 1)
+        x4 = ref.eval()(images)[-1]
+    assert a.shape == b.shape == (1, 3, 5, 4)
+    torch.testing.assert_close(a, plain.classifier(x4))
+    assert float((a - b).norm() / a.norm()) > 0.05
+    with pytest.raises(ValueError, match="last_stage must be one of"):
+        SIPENet(backbone="resnet18", last_stage="nope")
+    with pytest.raises(ValueError, match="gives output stride 16"):
+        SIPENet(backbone="resnet18", output_stride=8)
+    with pytest.raises(ValueError, match="AvgPool2d.*use last_stage='dilated'"):
+        SIPENet(backbone="resnet18d")  # ResNet-D: an average-pool downsample in the last stage
+
+
+def test_flip_fused_is_cam_and_authors_cams():
+    """The inference IS-CAM: the flip-fused maps equal a hand fusion; ``authors_cams`` sums the scales, normalises by
+    the max, zeroes absent classes, and leaves the method's mode as it was."""
+    method = make_method()
+    net = method.net.eval()
+    g = torch.Generator().manual_seed(3)
+    image = torch.randn(1, 3, 64, 48, generator=g)
+    labels = torch.zeros(1, C)
+    labels[0, [2, 9]] = 1
+    with torch.no_grad():
+        out = net.flip_fused_is_cam(torch.cat([image, image.flip(-1)]), labels)
+        features = net.backbone(torch.cat([image, image.flip(-1)]))
+        cam = net.classifier(features[-1])
+        cam = cam[:1] + cam[1:].flip(-1)
+    fg = cam.relu() / (cam.relu().amax(dim=(2, 3), keepdim=True) + 1e-5)
+    torch.testing.assert_close(out["norm_cam"], torch.cat([1 - fg.amax(dim=1, keepdim=True), fg], dim=1))
+    absent = [c + 1 for c in range(C) if c not in (2, 9)]
+    assert float(out["is_cam"][0, absent].abs().max()) == 0
+    uint8 = torch.randint(0, 256, (1, 3, 50, 40), dtype=torch.uint8, generator=g)
+    method.train()
+    maps = method.authors_cams(uint8, labels)
+    assert method.training and maps.shape == (1, C + 1, 50, 40) and maps.dtype == torch.float32
+    assert float(maps[0, absent].abs().max()) == 0 and float(maps.amax()) <= 1
+    present = maps[0, [0, 3, 10]].amax(dim=(1, 2))
+    assert bool(((present == 0) | (present > 0.99)).all())  # each map normalised by its own max
+    with pytest.raises(ValueError, match="uint8"):
+        method.authors_cams(uint8.float(), labels)
