@@ -73,6 +73,36 @@ def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _assemble(
+    method: torch.nn.Module, network: str, named: list[tuple[str, str | None, torch.Tensor]], unknown: list[str]
+) -> dict[str, torch.Tensor]:
+    """The converted state dict from ``(checkpoint key, fsae name or None, tensor)`` triples: every name must be one
+    of ``method``'s (else the key is unknown) with the same shape, and every tensor of ``method`` (BatchNorm counters
+    aside, which are kept as they are) must be given.
+
+    Raises:
+        ValueError: unknown keys (with those already in ``unknown``), a shape mismatch, or missing tensors.
+    """
+    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
+    out: dict[str, torch.Tensor] = {}
+    for key, name, value in named:
+        if name is None or name not in targets:
+            unknown.append(key)
+            continue
+        if tuple(value.shape) != tuple(targets[name].shape):
+            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
+                             f"{tuple(targets[name].shape)}")  # fmt: skip
+        out[name] = value.detach().to(torch.float32).contiguous()
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the {network} network: {unknown[:5]}")
+    missing = [k for k in targets if k not in out]
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the {network} network: {missing[:5]}")
+    for key, value in method.state_dict().items():  # the counters fsae keeps: as after loading
+        out.setdefault(key, value)
+    return out
+
+
 def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The authors' ``resnet38_contrast`` state dict -> the state dict of fsae's :class:`~fsae.methods.PPCMethod`.
 
@@ -89,11 +119,10 @@ def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> d
     from fsae.models.pretrained import _feature_key
 
     state = _strip(state)
-    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
     backbone = method.net.backbone
-    backbone_targets = {k[len("net.backbone.") :]: v for k, v in targets.items() if k.startswith("net.backbone.")}
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
+    backbone_targets = {k[len("net.backbone.") :]: v for k, v in method.state_dict().items()
+                        if k.startswith("net.backbone.") and not k.endswith("num_batches_tracked")}  # fmt: skip
+    named = []
     for key, value in state.items():
         head, _, rest = key.partition(".")
         if head in _PPC_HEADS:
@@ -103,21 +132,8 @@ def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> d
         else:
             inner = _feature_key(key, getattr(backbone, "model", backbone), backbone_targets)
             name = f"net.backbone.{inner}" if inner is not None else None
-        if name is None or name not in targets:
-            unknown.append(key)
-            continue
-        if tuple(value.shape) != tuple(targets[name].shape):
-            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
-                             f"{tuple(targets[name].shape)}")  # fmt: skip
-        out[name] = value.detach().to(torch.float32).contiguous()
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the PPC network: {unknown[:5]}")
-    missing = [k for k in targets if k not in out]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the PPC network: {missing[:5]}")
-    for key, value in method.state_dict().items():  # the counters fsae keeps: as after loading
-        out.setdefault(key, value)
-    return out
+        named.append((key, name, value))
+    return _assemble(method, "PPC", named, [])
 
 
 def convert_mctformer(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -133,27 +149,9 @@ def convert_mctformer(state: Mapping[str, torch.Tensor], method: torch.nn.Module
     Raises:
         ValueError: a tensor of ``state`` is unknown, missing, or has another shape than fsae's.
     """
-    state = _strip(state)
-    targets = method.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state.items():
-        if key in ("norm.weight", "norm.bias"):  # their final LayerNorm: never applied by MCTformerV2
-            continue
-        name = f"net.{key}"
-        if name not in targets:
-            unknown.append(key)
-            continue
-        if tuple(value.shape) != tuple(targets[name].shape):
-            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
-                             f"{tuple(targets[name].shape)}")  # fmt: skip
-        out[name] = value.detach().to(torch.float32).contiguous()
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the MCTformer-V2 network: {unknown[:5]}")
-    missing = [k for k in targets if k not in out]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the MCTformer-V2 network: {missing[:5]}")
-    return out
+    # their final LayerNorm (norm.weight / norm.bias) is never applied by MCTformerV2: dropped
+    named = [(k, f"net.{k}", v) for k, v in _strip(state).items() if k not in ("norm.weight", "norm.bias")]
+    return _assemble(method, "MCTformer-V2", named, [])
 
 
 def _sipe_alias(key: str) -> str | None:
@@ -179,9 +177,7 @@ def convert_sipe(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> 
     :class:`~fsae.methods.SIPEMethod` (``backbone="resnet50"``); arguments, result and errors as
     :func:`convert_ppc`."""
     state = _strip(state)
-    targets = {k: v for k, v in method.state_dict().items() if not k.endswith("num_batches_tracked")}
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
+    named, unknown = [], []
     for key, value in state.items():
         canonical = _sipe_alias(key)
         if canonical is not None:
@@ -197,21 +193,8 @@ def convert_sipe(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> 
             name = f"net.classifier.{rest}"
         else:
             name = None
-        if name is None or name not in targets:
-            unknown.append(key)
-            continue
-        if tuple(value.shape) != tuple(targets[name].shape):
-            raise ValueError(f"{key}: shape {tuple(value.shape)} in the checkpoint, fsae's {name} is "
-                             f"{tuple(targets[name].shape)}")  # fmt: skip
-        out[name] = value.detach().to(torch.float32).contiguous()
-    if unknown:
-        raise ValueError(f"{len(unknown)} tensors of the checkpoint are not in the SIPE network: {unknown[:5]}")
-    missing = [k for k in targets if k not in out]
-    if missing:
-        raise ValueError(f"the checkpoint lacks {len(missing)} tensors of the SIPE network: {missing[:5]}")
-    for key, value in method.state_dict().items():
-        out.setdefault(key, value)
-    return out
+        named.append((key, name, value))
+    return _assemble(method, "SIPE", named, unknown)
 
 
 def _ppc_classes(state: Mapping[str, torch.Tensor]) -> int | None:
