@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", choices=("model", "teacher"), default="model",
                         help="the student (default, the paper's choice) or the EMA teacher")  # fmt: skip
     parser.add_argument("--data-root", type=Path, help="the VOC2012 / COCO2014 folder (default: the run's data.root)")
-    parser.add_argument("--dataset", choices=("voc", "coco"), help="default: the run's data.dataset")
+    parser.add_argument("--dataset", help="a registered dataset (voc, coco, ...); default: the run's data.dataset")
     parser.add_argument("--split", help="default: train")
     parser.add_argument("--output-dir", type=Path, required=True, help="where seeds/, masks/, metrics go")
     parser.add_argument("--cams", choices=CAM_SOURCES,

@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from fsae.constants import IMAGENET_MEAN_RGB
+
 from . import functional as AF
 from . import levels as LV
 from .perturbation import StrongPerturbation, WeakPerturbation, _Photometric
@@ -43,7 +45,7 @@ __all__ = ["CROP_FILLS", "GEOMETRIES", "TrainingViews", "crop_canvas", "crop_val
 GEOMETRIES: tuple[str, ...] = ("authors", "crop", "timm")
 #: ``data.crop_fill``: the value of crop pixels outside the image, uint8 RGB: black (the authors' zero
 #: container) or the ImageNet mean (0 after normalisation).
-CROP_FILLS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "mean": (124, 116, 104)}
+CROP_FILLS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "mean": IMAGENET_MEAN_RGB}
 
 
 def crop_canvas(

@@ -5,6 +5,7 @@
 * :func:`make_toy_dataset`: a small procedural dataset written in the exact VOC2012
   layout, read by :class:`VOCSegmentation` through the same code path.
 * :func:`convert_sbd`: SBD ``.mat`` -> ``SegmentationClassAug`` PNGs.
+* :func:`register_dataset`, :func:`list_datasets`, :func:`get_dataset`: the dataset registry (``data.dataset``).
 * :func:`check_dataset`: read every file of a dataset once and list every bad one (``--check-data``).
 * :mod:`fsae.data.transforms`: random resize / flip / crop that record what they drew.
 """
@@ -15,6 +16,7 @@ check("fsae.data", "train", "PIL", "tqdm")
 
 from fsae.data.coco import COCO_CLASSES, COCOSegmentation
 from fsae.data.palette import IGNORE_INDEX, VOC_CLASSES
+from fsae.data.registry import get_dataset, list_datasets, register_dataset
 from fsae.data.segmentation import DatasetError, SegmentationDataset, check_dataset
 from fsae.data.transforms import train_geometry
 from fsae.data.voc import VOCSegmentation
@@ -41,6 +43,9 @@ __all__ = [
     "SegmentationDataset",
     "VOCSegmentation",
     "check_dataset",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
     "convert_sbd",
     "make_toy_dataset",
     "train_geometry",

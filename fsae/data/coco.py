@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fsae.data.palette import IGNORE_INDEX
+from fsae.data.registry import register_dataset
 from fsae.data.segmentation import DatasetError, SegmentationDataset, Transform
 
 __all__ = ["COCO_CATEGORY_IDS", "COCO_CLASSES", "COCOSegmentation", "coco_id_lut"]
@@ -59,6 +60,7 @@ def coco_id_lut() -> np.ndarray:
     return lut
 
 
+@register_dataset("coco")
 class COCOSegmentation(SegmentationDataset):
     """COCO 2014 segmentation (80 classes) with image-level labels derived from the masks.
 

@@ -46,6 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fsae.data.palette import IGNORE_INDEX, read_label_png
+from fsae.errors import DatasetError
 
 __all__ = ["DatasetError", "SegmentationDataset", "Transform", "check_dataset"]
 
@@ -53,10 +54,6 @@ log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 CACHE_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """A dataset problem a user must fix (missing folder or file, unreadable image, bad mask)."""
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 
 from fsae.augment.views import CROP_FILLS
+from fsae.constants import IMAGENET_MEAN_RGB
 from fsae.data.palette import IGNORE_INDEX
 
 __all__ = [
@@ -61,9 +62,6 @@ __all__ = [
     "train_geometry",
 ]
 
-# ImageNet mean as uint8: padding with it gives 0 after ImageNet normalisation, as in the
-# original code, which padded the normalised image with zeros.
-IMAGENET_MEAN_RGB = (124, 116, 104)
 
 Sample = dict[str, Any]
 

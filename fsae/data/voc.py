@@ -20,6 +20,7 @@ import hashlib
 from pathlib import Path
 
 from fsae.data.palette import VOC_CLASSES
+from fsae.data.registry import register_dataset
 from fsae.data.segmentation import DatasetError, SegmentationDataset, Transform
 
 __all__ = ["VOCSegmentation"]
@@ -43,6 +44,7 @@ def _cache_key(mask_dir: str) -> str:
     return f"{Path(mask_dir).name or 'masks'}-{digest}"
 
 
+@register_dataset("voc")
 class VOCSegmentation(SegmentationDataset):
     """PASCAL VOC 2012 segmentation with image-level labels derived from the masks.
 

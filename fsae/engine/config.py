@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from fsae.errors import ConfigError
+
 __all__ = [
     "CAM_SCHEMA",
     "DEFAULTS",
@@ -31,26 +33,26 @@ __all__ = [
     "accepted_options",
     "check_backbone",
     "check_options",
+    "check_registered",
     "did_you_mean",
     "load_config",
     "set_key",
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration problem, reported before training starts."""
-
-
 DEFAULTS: dict[str, Any] = {
     "method": {
-        "name": "ppc",  # ppc | sipe | mctformer
+        "name": "ppc",  # a registered method (fsae.methods.list_methods(): ppc | sipe | mctformer | yours)
+        # a module imported before method.name and data.dataset are looked up: yours, registering a method
+        # (fsae.methods.register_method) or a dataset (fsae.data.register_dataset), e.g. mypkg.toco
+        "module": None,
         "backbone": "resnet38d",
         "pretrained": False,  # timm's published weights (needs internet)
         "pretrained_path": None,  # local state dict / safetensors (see fsae.models.pretrained)
         "options": {},  # extra keyword arguments of the method class
     },
     "data": {
-        "dataset": "voc",  # voc | coco
+        "dataset": "voc",  # a registered dataset (fsae.data.list_datasets(): voc | coco | yours)
         "root": None,  # the VOC2012 / COCO2014 folder (--data-root)
         "split": "train_aug",
         "crop_size": 448,
@@ -154,8 +156,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 CHOICES = {
-    "method.name": ("ppc", "sipe", "mctformer"),
-    "data.dataset": ("voc", "coco"),
     "data.geometry": ("authors", "crop", "timm"),
     "data.crop_fill": ("black", "mean"),
     "data.saliency_resize": ("bicubic", "bilinear"),
@@ -171,6 +171,7 @@ CHOICES = {
 # Keys whose default is None, with the type they take when set.
 OPTIONAL = {
     "method.pretrained_path": str,
+    "method.module": str,
     "data.root": str,
     "data.saliency_dir": str,
     "fsae.boundary_weight": float,
@@ -499,11 +500,26 @@ def _check_cam(config: dict[str, Any]) -> None:
         if aug[name][3] > 0.5:
             raise ConfigError(f"augment.{name}: its hue (the 4th number) must be in [0, 0.5], got {aug[name]}")
     # the expensive checks last (they import timm and the method's module)
-    from fsae.methods import METHODS
+    method = check_registered(config)
+    check_backbone("method.backbone", config["method"]["backbone"])
+    check_options("method.options", config["method"]["options"], method, METHOD_FIXED, config["method"]["backbone"])
 
-    method = config["method"]
-    check_backbone("method.backbone", method["backbone"])
-    check_options("method.options", method["options"], METHODS[method["name"]], METHOD_FIXED, method["backbone"])
+
+def check_registered(config: dict[str, Any]) -> type:
+    """Import ``method.module`` (when set), then look ``method.name`` and ``data.dataset`` up in the registries:
+    the method's class, or :class:`ConfigError` listing the registered names."""
+    from fsae.data import get_dataset
+    from fsae.methods import get_method, import_method_module
+
+    import_method_module(config["method"].get("module"))
+    try:
+        get_dataset(config["data"]["dataset"])
+    except ValueError as err:
+        raise ConfigError(f"data.dataset: {err}") from None
+    try:
+        return get_method(config["method"]["name"])
+    except ValueError as err:
+        raise ConfigError(f"method.name: {err}") from None
 
 
 CAM_SCHEMA = ConfigSchema(

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fsae.engine.config import ConfigError
+from fsae.errors import ConfigError
 
 __all__ = ["RUN_OUTPUTS", "check_writable", "prepare_run_dir", "trim_log"]
 

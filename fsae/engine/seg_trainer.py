@@ -35,7 +35,6 @@ import yaml
 from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
 from fsae.engine.cli import run_job
-from fsae.engine.config import ConfigError
 from fsae.engine.rundir import prepare_run_dir
 from fsae.engine.seg_config import load_seg_config
 from fsae.engine.trainer import (
@@ -55,6 +54,7 @@ from fsae.engine.trainer import (
     start_run,
     with_precision,
 )
+from fsae.errors import ConfigError
 
 __all__ = [
     "build_parser",

@@ -42,9 +42,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from fsae.augment import TrainingViews
 from fsae.augment.views import crop_valid_mask, random_erase
-from fsae.data import COCOSegmentation, VOCSegmentation, train_geometry
-from fsae.engine.config import ConfigError
+from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
+from fsae.data import get_dataset, train_geometry
 from fsae.engine.rundir import prepare_run_dir, trim_log
+from fsae.errors import ConfigError
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
@@ -59,8 +60,6 @@ __all__ = [
     "train",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_PREFIX = "step_"
 
 
@@ -127,8 +126,7 @@ def build_dataset(config: dict[str, Any]):
         auto_augment=config["augment"].get("auto_augment") or None,
         re_prob=config["augment"].get("random_erasing", 0.0),
     )
-    cls = VOCSegmentation if data["dataset"] == "voc" else COCOSegmentation
-    return cls(
+    return get_dataset(data["dataset"])(
         data["root"],
         data["split"],
         transform=geometry,

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsae.engine.trainer import IMAGENET_MEAN, IMAGENET_STD
+from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
 from fsae.infer._scales import summed_scale_probs
 from fsae.losses.ema import EMATeacher
 from fsae.methods.base import WSSSMethod

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 import yaml
 
-from fsae.engine.config import ConfigError
-from fsae.methods import WSSSMethod, build_method
+from fsae.data import get_dataset
+from fsae.errors import ConfigError
+from fsae.methods import WSSSMethod, build_method, import_method_module
 
 __all__ = ["load_cam_model"]
 
@@ -58,10 +59,15 @@ def load_cam_model(
         raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
     config_file, weights_file = _locate(Path(path), weights)
     config = yaml.safe_load(config_file.read_text())
-    default_classes = 20 if config.get("data", {}).get("dataset", "voc") == "voc" else 80
-    num_classes = config.get("_run", {}).get("num_classes", default_classes)
-    state = load_file(str(weights_file))
     method_cfg = config["method"]
+    import_method_module(method_cfg.get("module"), key=f"{config_file}: method.module")
+    num_classes = config.get("_run", {}).get("num_classes")
+    if num_classes is None:  # a run folder written before runs recorded it
+        try:
+            num_classes = get_dataset(config.get("data", {}).get("dataset", "voc")).num_classes
+        except ValueError as err:
+            raise ConfigError(f"{config_file}: data.dataset: {err}") from None
+    state = load_file(str(weights_file))
     method = build_method(
         method_cfg["name"],
         num_classes=num_classes,

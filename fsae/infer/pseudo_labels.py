@@ -53,16 +53,17 @@ import numpy as np
 import torch
 import yaml
 
-from fsae.data import COCOSegmentation, DatasetError, VOCSegmentation
+from fsae.data import DatasetError, get_dataset
 from fsae.data.palette import IGNORE_INDEX, write_label_png
-from fsae.engine.config import ConfigError
 from fsae.engine.rundir import check_writable
+from fsae.errors import ConfigError
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
 from fsae.infer.cams import SCALE_RESIZES, imagenet_normalise, multiscale_cams
 from fsae.infer.checkpoint import _locate, load_cam_model
 from fsae.infer.crf import crf_masks
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
+from fsae.methods import import_method_module
 from fsae.ops import cams_to_labels
 
 __all__ = [
@@ -374,7 +375,10 @@ def _resolve_sources(
         if weights not in ("model", "teacher"):
             raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
         config_file, _ = _locate(Path(checkpoint), weights)
-        data = (yaml.safe_load(config_file.read_text()) or {}).get("data", {})
+        run_config = yaml.safe_load(config_file.read_text()) or {}
+        # the run's own module may register its dataset
+        import_method_module(run_config.get("method", {}).get("module"), key=f"{config_file}: method.module")
+        data = run_config.get("data", {})
         sources.append({"root": data.get("root"), "dataset": data.get("dataset", "voc"), "split": None})
     elif from_cams is None:
         raise ConfigError("give --checkpoint (a training run folder) or --from-cams")
@@ -392,17 +396,18 @@ def _resolve_sources(
     resolved["data_root"] = Path(pick["root"])
     resolved["dataset"] = pick["dataset"] or "voc"
     resolved["split"] = pick["split"] or "train"
-    if resolved["dataset"] not in ("voc", "coco"):
-        raise ConfigError(f"dataset must be 'voc' or 'coco', got {resolved['dataset']!r}")
+    try:
+        get_dataset(resolved["dataset"])
+    except ValueError as err:
+        raise ConfigError(f"--dataset: {err}") from None
     if not resolved["data_root"].is_dir():
         raise ConfigError(f"data root not found: {resolved['data_root']}")
     return resolved
 
 
 def _build_dataset(name: str, root: Path, split: str):
-    cls = VOCSegmentation if name == "voc" else COCOSegmentation
     try:
-        data = cls(root, split)
+        data = get_dataset(name)(root, split)
     except DatasetError:
         raise
     except ValueError as err:  # a bad split name

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
 from fsae.data.palette import write_label_png
 from fsae.eval.confusion import ConfusionMatrix
 from fsae.infer._scales import summed_scale_probs
@@ -36,9 +37,6 @@ __all__ = [
     "segment_dataset",
     "write_metrics",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @torch.no_grad()
@@ -278,7 +276,7 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tupl
     import yaml
     from safetensors.torch import load_file
 
-    from fsae.engine.config import ConfigError
+    from fsae.errors import ConfigError
     from fsae.infer.checkpoint import _locate
     from fsae.models.deeplab import build_segmenter
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsae.ops import _checks
+from fsae.ops import checks
 from fsae.ops.reference import accumulate_dtype
 
 __all__ = ["saliency_loss"]
@@ -54,14 +54,14 @@ def saliency_loss(
         the ``(B, 1, h, w)`` foreground map ``fg``.  Gradient flows to
         ``cam_logits`` through the softmax, not to ``saliency``.
     """
-    _checks.check_logits("cam_logits", cam_logits)
+    checks.check_logits("cam_logits", cam_logits)
     batch, channels, height, width = cam_logits.shape
-    _checks.check_labels(labels, batch, channels - 1, f"cam_logits of shape {tuple(cam_logits.shape)}")
-    _checks.check_rank4("saliency", saliency, "(B, 1, H, W)")
+    checks.check_labels(labels, batch, channels - 1, f"cam_logits of shape {tuple(cam_logits.shape)}")
+    checks.check_rank4("saliency", saliency, "(B, 1, H, W)")
     if saliency.shape[0] != batch or saliency.shape[1] != 1:
         raise ValueError(f"saliency must have shape ({batch}, 1, H, W), got {tuple(saliency.shape)}")
-    _checks.check_unit_interval("tau", tau)
-    _checks.check_unit_interval("alpha", alpha)
+    checks.check_unit_interval("tau", tau)
+    checks.check_unit_interval("alpha", alpha)
 
     dtype = accumulate_dtype(cam_logits.dtype)
     probs = torch.softmax(cam_logits.to(dtype), dim=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fsae.ops import ExpansionMasks, _checks, expansion_loss
+from fsae.ops import ExpansionMasks, checks, expansion_loss
 
 __all__ = ["FSAELoss", "expansion_stats", "fsae_loss"]
 
@@ -100,12 +100,12 @@ class FSAELoss(nn.Module):
         mask_student: bool = True,
     ) -> None:
         super().__init__()
-        _checks.check_unit_interval("conf_threshold", conf_threshold)
-        _checks.check_unit_interval("ring_threshold", ring_threshold)
-        _checks.check_ring_kernel(ring_kernel)
-        _checks.check_choice("absent", absent, _checks.ABSENT_MODES)
-        _checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
-        _checks.check_bool("mask_student", mask_student)
+        checks.check_unit_interval("conf_threshold", conf_threshold)
+        checks.check_unit_interval("ring_threshold", ring_threshold)
+        checks.check_ring_kernel(ring_kernel)
+        checks.check_choice("absent", absent, checks.ABSENT_MODES)
+        checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
+        checks.check_bool("mask_student", mask_student)
         self.conf_threshold = conf_threshold
         self.ring_threshold = ring_threshold
         self.ring_kernel = ring_kernel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fsae.losses.seam import multilabel_soft_margin
-from fsae.ops import _checks
+from fsae.ops import checks
 
 __all__ = ["mctformer_loss"]
 
@@ -30,8 +30,8 @@ def mctformer_loss(
     Returns:
         ``{"cls_token": ..., "cls_patch": ...}``: 0-d float32 tensors (float64 for float64 input).
     """
-    _checks.check_floating("token_logits", token_logits)
-    _checks.check_rank4("patch_logits", patch_logits, "(B, C, h, w)")
+    checks.check_floating("token_logits", token_logits)
+    checks.check_rank4("patch_logits", patch_logits, "(B, C, h, w)")
     if tuple(patch_logits.shape[:2]) != tuple(token_logits.shape):
         raise ValueError(
             f"patch_logits (B, C, h, w) must match token_logits {tuple(token_logits.shape)}, "

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsae.ops import _checks, cam_normalize
+from fsae.ops import cam_normalize, checks
 from fsae.ops.reference import accumulate_dtype
 
 __all__ = [
@@ -66,7 +66,7 @@ def _normalized_pixels(embeddings: torch.Tensor) -> torch.Tensor:
 
 
 def _check_pixels(embeddings: torch.Tensor, pseudo_labels: torch.Tensor, prototypes: torch.Tensor) -> None:
-    _checks.check_rank4("embeddings", embeddings, "(B, D, h, w)")
+    checks.check_rank4("embeddings", embeddings, "(B, D, h, w)")
     batch, dim, height, width = embeddings.shape
     if tuple(pseudo_labels.shape) != (batch, height, width) or pseudo_labels.dtype != torch.int64:
         raise ValueError(
@@ -100,9 +100,9 @@ def ppc_scores(cams: torch.Tensor, bg_threshold: float = 0.1, form: str = "origi
     Returns:
         ``(B, C+1, h, w)`` float32 (float64 for float64 input), detached.
     """
-    _checks.check_logits("cams", cams)
-    _checks.check_unit_interval("bg_threshold", bg_threshold)
-    _checks.check_choice("form", form, SCORE_FORMS)
+    checks.check_logits("cams", cams)
+    checks.check_unit_interval("bg_threshold", bg_threshold)
+    checks.check_choice("form", form, SCORE_FORMS)
     with torch.no_grad():
         foreground = cams[:, 1:].detach().to(accumulate_dtype(cams.dtype))
         if form == "clamped":
@@ -131,8 +131,8 @@ def ppc_pseudo_labels(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     Returns:
         int64 ``(B, h, w)`` with values in 0..C.
     """
-    _checks.check_logits("scores", scores)
-    _checks.check_labels(labels, scores.shape[0], scores.shape[1] - 1, f"scores of shape {tuple(scores.shape)}")
+    checks.check_logits("scores", scores)
+    checks.check_labels(labels, scores.shape[0], scores.shape[1] - 1, f"scores of shape {tuple(scores.shape)}")
     present = (labels.detach() != 0).to(scores.dtype)
     keep = torch.cat([torch.ones_like(present[:, :1]), present], dim=1)[:, :, None, None]
     return (scores.detach() * keep).argmax(dim=1)
@@ -164,8 +164,8 @@ def class_prototypes(
     Returns:
         ``(K, D)`` float32 (float64 for float64 embeddings), unit rows (or zero), detached.
     """
-    _checks.check_rank4("embeddings", embeddings, "(B, D, h, w)")
-    _checks.check_rank4("scores", scores, "(B, K, h, w)")
+    checks.check_rank4("embeddings", embeddings, "(B, D, h, w)")
+    checks.check_rank4("scores", scores, "(B, K, h, w)")
     if scores.shape[0] != embeddings.shape[0] or scores.shape[2:] != embeddings.shape[2:]:
         raise ValueError(
             f"scores (B, K, h, w) must match embeddings (B, D, h, w) in B, h, w, "
@@ -173,7 +173,7 @@ def class_prototypes(
         )
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    _checks.check_choice("selection", selection, PROTOTYPE_SELECTIONS)
+    checks.check_choice("selection", selection, PROTOTYPE_SELECTIONS)
     with torch.no_grad():
         dtype = accumulate_dtype(embeddings.dtype)
         pixels = _flat(embeddings.detach().to(dtype))  # (N, D)
@@ -315,7 +315,7 @@ def intra_view_contrast(
     for name, value in (("num_hard_negatives", num_hard_negatives), ("hard_negative_skip", hard_negative_skip)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    _checks.check_unit_interval("semi_hard_quantile", semi_hard_quantile)
+    checks.check_unit_interval("semi_hard_quantile", semi_hard_quantile)
     if semi_hard_quantile < 0.5:
         raise ValueError(f"semi_hard_quantile must be >= 0.5 (it bounds L // 2 anchors), got {semi_hard_quantile!r}")
 
@@ -404,12 +404,12 @@ def ppc_contrast_terms(
         float32 tensors whose sum is :func:`ppc_contrast_loss`.  Only the
         embeddings receive gradient (CAMs, scores, prototypes are constants).
     """
-    _checks.check_logits("cam1", cam1)
-    _checks.check_logits("cam2", cam2)
-    _checks.check_rank4("embeddings1", embeddings1, "(B, D, H, W)")
-    _checks.check_rank4("embeddings2", embeddings2, "(B, D, h, w)")
-    _checks.check_choice("bg_prototype", bg_prototype, BG_PROTOTYPE_MODES)
-    _checks.check_choice("score_form", score_form, SCORE_FORMS)
+    checks.check_logits("cam1", cam1)
+    checks.check_logits("cam2", cam2)
+    checks.check_rank4("embeddings1", embeddings1, "(B, D, H, W)")
+    checks.check_rank4("embeddings2", embeddings2, "(B, D, h, w)")
+    checks.check_choice("bg_prototype", bg_prototype, BG_PROTOTYPE_MODES)
+    checks.check_choice("score_form", score_form, SCORE_FORMS)
     batch, channels, height, width = cam2.shape
     if cam1.shape[:2] != cam2.shape[:2]:
         raise ValueError(f"cam1 and cam2 must agree in (B, C+1), got {tuple(cam1.shape)} and {tuple(cam2.shape)}")
@@ -422,7 +422,7 @@ def ppc_contrast_terms(
             f"embeddings1 and embeddings2 must agree in (B, D), got {tuple(embeddings1.shape)} "
             f"and {tuple(embeddings2.shape)}"
         )
-    _checks.check_labels(labels, batch, channels - 1, f"cam2 of shape {tuple(cam2.shape)}")
+    checks.check_labels(labels, batch, channels - 1, f"cam2 of shape {tuple(cam2.shape)}")
 
     size = (height, width)
     cam1 = F.interpolate(cam1.detach().to(accumulate_dtype(cam1.dtype)), size=size, mode="bilinear", align_corners=True)

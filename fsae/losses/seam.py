@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsae.ops import _checks, cam_normalize
+from fsae.ops import cam_normalize, checks
 from fsae.ops.reference import accumulate_dtype
 
 __all__ = [
@@ -41,8 +41,8 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
 
 
 def _check_cams(name: str, cams: torch.Tensor, labels: torch.Tensor) -> None:
-    _checks.check_logits(name, cams)
-    _checks.check_labels(labels, cams.shape[0], cams.shape[1] - 1, f"{name} of shape {tuple(cams.shape)}")
+    checks.check_logits(name, cams)
+    checks.check_labels(labels, cams.shape[0], cams.shape[1] - 1, f"{name} of shape {tuple(cams.shape)}")
 
 
 def labels_with_background(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -64,10 +64,10 @@ def multilabel_soft_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.
     Returns:
         0-d float32 tensor (float64 for float64 logits).
     """
-    _checks.check_floating("logits", logits)
+    checks.check_floating("logits", logits)
     if logits.dim() != 2:
         raise ValueError(f"logits must be 2-D (B, C), got shape {tuple(logits.shape)}")
-    _checks.check_labels(labels, logits.shape[0], logits.shape[1], f"logits of shape {tuple(logits.shape)}")
+    checks.check_labels(labels, logits.shape[0], logits.shape[1], f"logits of shape {tuple(logits.shape)}")
     logits = _acc(logits)
     return F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
 
@@ -164,7 +164,7 @@ def max_onehot(x: torch.Tensor, ppc_channel_quirk: bool = False) -> torch.Tensor
     Returns:
         Tensor of the shape and dtype of ``x``.
     """
-    _checks.check_logits("x", x)
+    checks.check_logits("x", x)
     channels = x.shape[1]
     if ppc_channel_quirk:
         index = torch.tensor([0, *range(2, channels)], device=x.device)

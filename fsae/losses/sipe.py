@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from fsae.losses.seam import multilabel_soft_margin
-from fsae.ops import _checks
+from fsae.ops import checks
 from fsae.ops.reference import accumulate_dtype
 
 __all__ = ["sipe_loss"]
@@ -41,11 +41,11 @@ def sipe_loss(
     Returns:
         ``{"cls": ..., "gsc": ...}``: 0-d float32 tensors (float64 for float64 input).
     """
-    _checks.check_logits("norm_cam", norm_cam)
-    _checks.check_logits("is_cam", is_cam)
+    checks.check_logits("norm_cam", norm_cam)
+    checks.check_logits("is_cam", is_cam)
     if tuple(is_cam.shape) != tuple(norm_cam.shape):
         raise ValueError(f"is_cam must have the shape of norm_cam {tuple(norm_cam.shape)}, got {tuple(is_cam.shape)}")
-    _checks.check_labels(labels, norm_cam.shape[0], norm_cam.shape[1] - 1, f"norm_cam of shape {tuple(norm_cam.shape)}")
+    checks.check_labels(labels, norm_cam.shape[0], norm_cam.shape[1] - 1, f"norm_cam of shape {tuple(norm_cam.shape)}")
     dtype = accumulate_dtype(norm_cam.dtype)
     is_cam = is_cam.to(dtype)
     scaled = is_cam / (is_cam.amax(dim=(2, 3), keepdim=True) + 1e-5)

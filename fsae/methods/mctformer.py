@@ -70,6 +70,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from fsae.losses.attach import attach_background
 from fsae.losses.mctformer import mctformer_loss
 from fsae.methods.base import StepOutput, WSSSMethod
+from fsae.methods.registry import register_method
 from fsae.models.mctformer_net import MCTformerOutput, MCTformerV2Net
 
 __all__ = ["EVAL_CAMS", "FSAE_ATTACH", "MCTformerMethod"]
@@ -78,6 +79,7 @@ FSAE_ATTACH = ("derived", "fused")
 EVAL_CAMS = ("refined", "attach")
 
 
+@register_method("mctformer")
 class MCTformerMethod(WSSSMethod):
     """MCTformer-V2 (DeiT-S/16, C class tokens, conv CAM head) with FSAE attached by :func:`attach_background`.
 

@@ -22,11 +22,13 @@ import torch.nn.functional as F
 
 from fsae.losses import eps, ppc, seam
 from fsae.methods.base import StepOutput, WSSSMethod
+from fsae.methods.registry import register_method
 from fsae.models.ppc_net import PPCNet
 
 __all__ = ["PPCMethod"]
 
 
+@register_method("ppc")
 class PPCMethod(WSSSMethod):
     """PPC with an optional EPS saliency term; FSAE attaches to fc8's logits.
 

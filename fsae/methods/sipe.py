@@ -40,16 +40,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
 from fsae.losses.attach import attach_background
 from fsae.losses.sipe import sipe_loss
 from fsae.methods.base import StepOutput, WSSSMethod
+from fsae.methods.registry import register_method
 from fsae.models.sipe_net import SIPENet
 
 __all__ = ["AUTHORS_CAM_SCALES", "SIPEMethod"]
 
 #: the input scales of the original's ``make_cam.py`` (``VOC12ClsDatasetMSF(..., scales=(1.0, 0.5, 1.5, 2.0))``)
 AUTHORS_CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _scaled_normalised(image: np.ndarray, scale: float) -> torch.Tensor:
@@ -62,10 +63,11 @@ def _scaled_normalised(image: np.ndarray, scale: float) -> torch.Tensor:
         if min(size) < 1:
             raise ValueError(f"a {height}x{width} image at scale {scale:g} has a side of 0 pixels")
         image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BICUBIC))
-    x = (image / 255.0 - np.asarray(_MEAN)) / np.asarray(_STD)
+    x = (image / 255.0 - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
     return torch.from_numpy(np.ascontiguousarray(x.astype(np.float32).transpose(2, 0, 1)))[None]
 
 
+@register_method("sipe")
 class SIPEMethod(WSSSMethod):
     """SIPE with FSAE attached through :func:`fsae.losses.attach_background` (see the module docstring).
 

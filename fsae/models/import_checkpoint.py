@@ -280,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--method", required=True, help=f"method.name of the checkpoint ({', '.join(CONVERTERS)})")
     parser.add_argument("checkpoint", type=Path, help="the authors' .pth file")
     parser.add_argument("run_dir", type=Path, help="run folder to write (model.safetensors + config.yaml)")
-    parser.add_argument("--dataset", default="voc", choices=("voc", "coco"), help="data.dataset of the run")
+    parser.add_argument(
+        "--dataset", default="voc", help="data.dataset of the run (a registered dataset: voc, coco, ...)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     args = parser.parse_args(argv)
     try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from fsae.ops import _checks, reference
+from fsae.ops import checks, reference
 from fsae.ops._extension import use_extension
 from fsae.ops.reference import ExpansionMasks
 
@@ -49,12 +49,12 @@ def cam_normalize(
         gradient is needed; with autograd recording a graph through ``cams`` the
         (differentiable) reference runs instead.
     """
-    _checks.check_rank4("cams", cams, "(B, C, H, W)")
-    _checks.check_choice("mode", mode, _checks.NORMALIZE_MODES)
-    _checks.check_nonnegative("eps", eps)
+    checks.check_rank4("cams", cams, "(B, C, H, W)")
+    checks.check_choice("mode", mode, checks.NORMALIZE_MODES)
+    checks.check_nonnegative("eps", eps)
     if labels is not None:
-        _checks.check_labels(labels, cams.shape[0], cams.shape[1], f"cams of shape {tuple(cams.shape)}")
-        _checks.check_same_device(cams=cams, labels=labels)
+        checks.check_labels(labels, cams.shape[0], cams.shape[1], f"cams of shape {tuple(cams.shape)}")
+        checks.check_same_device(cams=cams, labels=labels)
     needs_grad = torch.is_grad_enabled() and cams.requires_grad
     if needs_grad or not use_extension(cams):
         return reference.cam_normalize(cams, labels, mode, eps)
@@ -81,20 +81,20 @@ def cams_to_labels(
         int64 ``(B, H, W)`` with values in 0..C (0 = background; ties go to the
         lowest index, so background wins a tie).
     """
-    _checks.check_rank4("norm_cams", norm_cams, "(B, C, H, W)")
+    checks.check_rank4("norm_cams", norm_cams, "(B, C, H, W)")
     if (bg_threshold is None) == (bg_power is None):
         raise ValueError(
             f"give exactly one of bg_threshold or bg_power, got bg_threshold={bg_threshold!r}, bg_power={bg_power!r}"
         )
     if bg_threshold is not None:
-        _checks.check_unit_interval("bg_threshold", bg_threshold)
+        checks.check_unit_interval("bg_threshold", bg_threshold)
     else:
-        _checks.check_nonnegative("bg_power", bg_power)
+        checks.check_nonnegative("bg_power", bg_power)
     if labels is not None:
-        _checks.check_labels(
+        checks.check_labels(
             labels, norm_cams.shape[0], norm_cams.shape[1], f"norm_cams of shape {tuple(norm_cams.shape)}"
         )
-        _checks.check_same_device(norm_cams=norm_cams, labels=labels)
+        checks.check_same_device(norm_cams=norm_cams, labels=labels)
     if not use_extension(norm_cams):
         return reference.cams_to_labels(norm_cams, labels, bg_threshold, bg_power)
     present = None if labels is None else _present(labels)
@@ -111,13 +111,13 @@ def _check_expansion_args(
     ring_kernel: int,
     absent: str,
 ) -> None:
-    _checks.check_logits("teacher_logits", teacher_logits)
+    checks.check_logits("teacher_logits", teacher_logits)
     batch, channels = teacher_logits.shape[:2]
-    _checks.check_labels(labels, batch, channels - 1, f"teacher_logits of shape {tuple(teacher_logits.shape)}")
-    _checks.check_unit_interval("conf_threshold", conf_threshold)
-    _checks.check_unit_interval("ring_threshold", ring_threshold)
-    _checks.check_ring_kernel(ring_kernel)
-    _checks.check_choice("absent", absent, _checks.ABSENT_MODES)
+    checks.check_labels(labels, batch, channels - 1, f"teacher_logits of shape {tuple(teacher_logits.shape)}")
+    checks.check_unit_interval("conf_threshold", conf_threshold)
+    checks.check_unit_interval("ring_threshold", ring_threshold)
+    checks.check_ring_kernel(ring_kernel)
+    checks.check_choice("absent", absent, checks.ABSENT_MODES)
 
 
 def _as_masks(outputs: tuple[torch.Tensor, ...]) -> ExpansionMasks:
@@ -149,7 +149,7 @@ def expansion_masks(
         ``conf_mask``, ``ring_mask`` and ``mask``.  Nothing is differentiable.
     """
     _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
-    _checks.check_same_device(teacher_logits=teacher_logits, labels=labels)
+    checks.check_same_device(teacher_logits=teacher_logits, labels=labels)
     if not use_extension(teacher_logits):
         return reference.expansion_masks(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
     outputs = torch.ops.fsae.expansion_masks(
@@ -245,10 +245,10 @@ def expansion_loss(
         :class:`ExpansionMasks` of the teacher.  When the two logits differ in
         dtype both are computed in the promoted dtype.
     """
-    _checks.check_logits("student_logits", student_logits)
+    checks.check_logits("student_logits", student_logits)
     _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
-    _checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
-    _checks.check_bool("mask_student", mask_student)
+    checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
+    checks.check_bool("mask_student", mask_student)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, got "
@@ -256,7 +256,7 @@ def expansion_loss(
         )
     if student_logits.numel() == 0:
         raise ValueError(f"expansion_loss needs at least one pixel, got logits of shape {tuple(student_logits.shape)}")
-    _checks.check_same_device(student_logits=student_logits, teacher_logits=teacher_logits, labels=labels)
+    checks.check_same_device(student_logits=student_logits, teacher_logits=teacher_logits, labels=labels)
 
     dtype = torch.promote_types(student_logits.dtype, teacher_logits.dtype)
     student = student_logits.to(dtype)
