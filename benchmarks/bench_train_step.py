@@ -88,10 +88,10 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
 
 from bench_ops import device_name, git_commit  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from fsae.augment import TrainingViews  # noqa: E402
+from fsae.augment import TrainingViews, imagenet_normalize  # noqa: E402
 from fsae.data import COCOSegmentation, VOCSegmentation  # noqa: E402
 from fsae.engine.config import ConfigError, load_config  # noqa: E402
-from fsae.engine.trainer import _check_finite, _normalise, build_components, build_optimizer, lr_factor  # noqa: E402
+from fsae.engine.trainer import build_components, build_optimizer, check_finite, lr_factor  # noqa: E402
 from fsae.losses import EMATeacher, FSAELoss  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "toy_fsae.yaml"
@@ -250,8 +250,8 @@ def train_step(
     labels = labels.to(device)
     crop = setup.config["data"]["crop_size"]
     weak01, strong01 = setup.views(images.to(device), geometry, crop, gens, strong=fsae_cfg["enabled"])
-    weak = _normalise(weak01)
-    strong = _normalise(strong01) if strong01 is not None else None
+    weak = imagenet_normalize(weak01)
+    strong = imagenet_normalize(strong01) if strong01 is not None else None
     mark("data+aug")
     # the calls of fsae.engine.trainer.step_terms, in its order, timed one by one
     with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -265,7 +265,7 @@ def train_step(
             mark("fsae_loss")
         else:
             times["teacher"] = times["fsae_loss"] = 0.0
-    _check_finite(setup.steps_done, terms)
+    check_finite(setup.steps_done, terms)
     loss = sum(terms.values())
     setup.scaler.scale(loss).backward()
     mark("backward")

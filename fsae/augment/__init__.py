@@ -30,10 +30,12 @@ Example:
 """
 
 from . import functional, levels
+from .functional import imagenet_normalize
 from .perturbation import JITTER_COMPONENTS, RANDAUGMENT_OPS, StrongPerturbation, WeakPerturbation
 from .views import TrainingViews
 
 __all__ = [
+    "imagenet_normalize",
     "JITTER_COMPONENTS",
     "RANDAUGMENT_OPS",
     "StrongPerturbation",

@@ -70,6 +70,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "autocontrast_",
     "blur_kernel_size",
@@ -81,6 +83,7 @@ __all__ = [
     "gaussian_kernel1d",
     "grayscale",
     "hue_",
+    "imagenet_normalize",
     "identity_",
     "posterize_",
     "sharpness_",
@@ -368,3 +371,17 @@ def gaussian_blur_(
     kernel = kernel.repeat_interleave(c, dim=0)  # (N*C, k): one per plane
     blurred = _blur_conv(images, kernel) if method == "conv" else _blur_taps(images, kernel)
     return images.copy_(blurred)
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` with the ImageNet mean and std (:mod:`fsae.constants`), what the networks take.
+
+    ``images``: ``(B, 3, H, W)`` RGB, float in ``[0, 1]`` (the result has its dtype and device), or ``uint8`` levels
+    (``x = images / 255``; float32 out, computed in float64 and rounded once, as the authors' ``Normalize``: numpy
+    float64 arithmetic stored into a float32 array).
+    """
+    x = images.double() / 255 if images.dtype == torch.uint8 else images
+    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = (x - mean) / std
+    return out.float() if images.dtype == torch.uint8 else out

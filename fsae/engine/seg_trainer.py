@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from fsae.augment import imagenet_normalize
 from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
 from fsae.engine.cli import run_job
@@ -39,10 +40,9 @@ from fsae.engine.rundir import prepare_run_dir
 from fsae.engine.seg_config import load_seg_config
 from fsae.engine.trainer import (
     TrainState,
-    _check_finite,
-    _normalise,
     build_optimizer,
     check_data,
+    check_finite,
     find_checkpoint,
     loader_workers,
     lr_factor,
@@ -223,11 +223,11 @@ def train_segmenter(
     )
 
     def step(batch: dict[str, Any]) -> tuple[torch.Tensor, int, Callable[[], dict[str, float]]]:
-        images = _normalise(batch["image"].float().div_(255))
+        images = imagenet_normalize(batch["image"].float().div_(255))
         with accelerator.autocast():
             logits = model(images)
         loss = segmentation_loss(logits, batch["mask"])
-        _check_finite(state.step, {"ce": loss})
+        check_finite(state.step, {"ce": loss})
         return loss, images.shape[0], lambda: {"loss": loss.item()}
 
     model.train()

@@ -40,9 +40,8 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Sampler
 
-from fsae.augment import TrainingViews
+from fsae.augment import TrainingViews, imagenet_normalize
 from fsae.augment.views import crop_valid_mask, random_erase
-from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
 from fsae.data import get_dataset, train_geometry
 from fsae.engine.rundir import prepare_run_dir, trim_log
 from fsae.errors import ConfigError
@@ -317,13 +316,8 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (images - mean) / std
-
-
-def _check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+def check_finite(step: int, terms: dict[str, torch.Tensor]) -> None:
+    """:class:`NonFiniteLossError` naming the non-finite terms of optimizer step ``step``, before anything is saved."""
     total = sum(terms.values())
     if bool(torch.isfinite(total)):
         return
@@ -734,12 +728,12 @@ def train(
         saliency = batch["saliency"].float().to(weak01.device) if "saliency" in batch else None
         # SIPE's valid mask: 0 on the crop padding (from the loader's geometry)
         valid = crop_valid_mask(batch["geometry"], config["data"]["crop_size"], weak01.device) if uses_valid else None
-        weak = random_erase(_normalise(weak01), batch["geometry"])  # data.geometry timm only: its erasing boxes
-        strong = _normalise(strong01) if expanding else None
+        weak = random_erase(imagenet_normalize(weak01), batch["geometry"])  # data.geometry timm only: its erasing boxes
+        strong = imagenet_normalize(strong01) if expanding else None
         with accelerator.autocast():
             terms = step_terms(method, teacher, criterion, fsae_cfg["weight"], weak, strong, labels, saliency,
                                state.generators["method"], valid)  # fmt: skip
-        _check_finite(state.step, terms)
+        check_finite(state.step, terms)
         loss = sum(terms.values())
 
         def logs() -> dict[str, float]:

@@ -8,30 +8,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
+from fsae.augment import imagenet_normalize
 from fsae.infer._scales import summed_scale_probs
 from fsae.losses.ema import EMATeacher
 from fsae.methods.base import WSSSMethod
 from fsae.ops import cam_normalize
 
-__all__ = ["SCALE_RESIZES", "imagenet_normalise", "multiscale_cams", "pil_bicubic_resize", "scaled_size"]
+__all__ = ["SCALE_RESIZES", "multiscale_cams", "pil_bicubic_resize", "scaled_size"]
 
 # How the input is brought to each inference scale: "pil-bicubic" is the authors' contrast_infer.py (PIL bicubic,
 # which antialiases when shrinking, on the uint8 image, before the normalisation); "tensor-bilinear" resizes the
 # normalised tensor with F.interpolate (no antialias), fsae's former default.
 SCALE_RESIZES = ("pil-bicubic", "tensor-bilinear")
-
-
-def imagenet_normalise(image_uint8: torch.Tensor) -> torch.Tensor:
-    """``uint8 (B, 3, H, W)`` -> float32 ``(x / 255 - mean) / std`` with the ImageNet mean and std.
-
-    Computed in float64 and rounded once to float32, as the authors' ``Normalize`` (numpy float64 arithmetic
-    stored into a float32 array) does.
-    """
-    x = image_uint8.double() / 255
-    mean = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).float()
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -96,7 +84,7 @@ def multiscale_cams(
     ``scale_resize``:
 
     * ``"pil-bicubic"`` (default; the authors' ``contrast_infer.py``): PIL bicubic resize of the uint8 image, then
-      the ImageNet normalisation (:func:`imagenet_normalise`).  A float (already normalised) ``image`` is resized
+      the ImageNet normalisation (:func:`imagenet_normalize`).  A float (already normalised) ``image`` is resized
       channel by channel in PIL's float mode, which differs from the authors' only by PIL's rounding to uint8
       (after each of its two 1-D passes: about one grey level) and clipping to 0..255.  A side that rounds to
       0 pixels is a ``ValueError``.
@@ -139,7 +127,7 @@ def multiscale_cams(
             raise ValueError(f"model returned {tuple(logits.shape)}; expected (N, C+1, h, w) with C={num_classes}")
 
     if scale_resize == "tensor-bilinear":
-        normalised = imagenet_normalise(image) if image.dtype == torch.uint8 else image
+        normalised = imagenet_normalize(image) if image.dtype == torch.uint8 else image
         total = summed_scale_probs(model, normalised, scales, flip, check, first_channel=1, labels=known)
     else:
         sizes = {s: scaled_size(height, width, s) for s in scales}  # every size checked before any forward pass
@@ -147,7 +135,7 @@ def multiscale_cams(
 
         def inputs_at(scale: float) -> torch.Tensor:
             scaled = pil_bicubic_resize(source, sizes[scale])
-            scaled = imagenet_normalise(scaled) if image.dtype == torch.uint8 else scaled.to(image.dtype)
+            scaled = imagenet_normalize(scaled) if image.dtype == torch.uint8 else scaled.to(image.dtype)
             return scaled.to(image.device)
 
         total = summed_scale_probs(

@@ -59,7 +59,7 @@ from fsae.engine.rundir import check_writable
 from fsae.errors import ConfigError
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
-from fsae.infer.cams import SCALE_RESIZES, imagenet_normalise, multiscale_cams
+from fsae.infer.cams import SCALE_RESIZES, multiscale_cams
 from fsae.infer.checkpoint import _locate, load_cam_model
 from fsae.infer.crf import crf_masks
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
@@ -72,7 +72,6 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEFAULT_THRESHOLDS",
     "ThresholdCurve",
-    "imagenet_normalise",
     "argmax_seed",
     "make_pseudo_labels",
     "read_background",

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from fidelity_weights import FIXTURES, authors_state_dict
 from gen_mctformer import LAYOUT, sizes_and_inputs
 
+from fsae.augment import imagenet_normalize
 from fsae.infer import load_cam_model, multiscale_cams
-from fsae.infer.cams import imagenet_normalise
 from fsae.losses import attach_background
 from fsae.models.import_checkpoint import main
 from fsae.models.mctformer_net import MCTformerV2Net, resample_pos_embed
@@ -60,7 +60,7 @@ def test_network_at_any_size_equals_theirs(method, fixture, index):
     image = _inputs(fixture)[index]
     assert tuple(image.shape[-2:]) == tuple(fixture["sizes"][index])
     with torch.no_grad():
-        out = method.net(imagenet_normalise(image), attention="all")
+        out = method.net(imagenet_normalize(image), attention="all")
     _close(out.token_logits, fixture[f"token_{index}"])
     _close(out.patch_logits, fixture[f"patch_{index}"])
     _close(out.fused, fixture[f"fused_{index}"])
@@ -71,7 +71,7 @@ def test_exact_position_resampling_is_the_named_switch(method, fixture):
     """``pos_resample="exact"`` (ours) resamples to the grid size: measurably not theirs."""
     net = MCTformerV2Net(20, pos_resample="exact").eval()
     net.load_state_dict(method.net.state_dict())
-    image = imagenet_normalise(_inputs(fixture)[0])
+    image = imagenet_normalize(_inputs(fixture)[0])
     with torch.no_grad():
         fused = net(image, attention="class").fused
     theirs = torch.from_numpy(fixture["fused_0"])
@@ -153,11 +153,10 @@ def test_timm_geometry_gives_their_training_views(fixture):
     """``data.geometry: timm`` (``TimmView`` in the loader, FSAE's weak view with zero jitter, the trainer's
     normalisation and ``random_erase``) against their ``build_transform(True, args)`` with ``main.py``'s
     defaults, draw for draw: every uint8 pixel of the PIL stages, the erasing box and its values."""
-    from fsae.augment import TrainingViews
+    from fsae.augment import TrainingViews, imagenet_normalize
     from fsae.augment.views import random_erase
     from fsae.data.transforms import train_geometry
     from fsae.engine.config import load_config
-    from fsae.engine.trainer import _normalise
 
     theirs = np.load(VIEWS)
     size = int(theirs["view_size"])
@@ -178,14 +177,14 @@ def test_timm_geometry_gives_their_training_views(fixture):
         generators = {"weak": torch.Generator().manual_seed(0), "strong": torch.Generator().manual_seed(1)}
         weak01, _ = views(image, batch_geometry, size, generators, strong=False)
         assert torch.equal(weak01, image.float() / 255)  # zero jitter: their input as it is
-        weak = random_erase(_normalise(weak01), batch_geometry)
+        weak = random_erase(imagenet_normalize(weak01), batch_geometry)
         y, x, h, w = box
         if h:
             erased += 1
             torch.testing.assert_close(weak[0, :, y : y + h, x : x + w], torch.from_numpy(theirs[f"erased_{draw}"]))
         keep = torch.ones(size, size, dtype=torch.bool)
         keep[y : y + h, x : x + w] = False
-        torch.testing.assert_close(weak[0][:, keep], _normalise(weak01)[0][:, keep], rtol=0, atol=0)
+        torch.testing.assert_close(weak[0][:, keep], imagenet_normalize(weak01)[0][:, keep], rtol=0, atol=0)
     assert erased >= 1
 
 

@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fsae.augment import imagenet_normalize
 from fsae.infer import multiscale_cams
-from fsae.infer.cams import imagenet_normalise, pil_bicubic_resize, scaled_size
+from fsae.infer.cams import pil_bicubic_resize, scaled_size
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -270,7 +271,7 @@ def test_uint8_input_goes_through_pil_bicubic_then_the_normalisation():
         assert x.dtype == torch.float32 and x.shape[0] == 4  # the batch and its mirror in one pass
         torch.testing.assert_close(x[:2], expected, rtol=0, atol=0)  # bit for bit the authors' input
         torch.testing.assert_close(x[2:], expected.flip(-1), rtol=0, atol=0)
-    torch.testing.assert_close(imagenet_normalise(image), authors_input(image, (21, 31)), rtol=0, atol=0)
+    torch.testing.assert_close(imagenet_normalize(image), authors_input(image, (21, 31)), rtol=0, atol=0)
     expected = by_hand(model.inner, image, labels, sizes, flip=True, resize=authors_input)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
@@ -279,8 +280,8 @@ def test_tensor_bilinear_is_the_former_path_and_differs_from_pil():
     image, labels = stripes(1, 24, 36), torch.tensor([[1, 1, 1]])
     model = InputRecorder().eval()
     bilinear_out = multiscale_cams(model, image, labels, scales=(0.5,), scale_resize="tensor-bilinear")
-    torch.testing.assert_close(model.inputs[0][:1], bilinear(imagenet_normalise(image), (12, 18)), rtol=0, atol=0)
-    former = multiscale_cams(model, imagenet_normalise(image), labels, scales=(0.5,), scale_resize="tensor-bilinear")
+    torch.testing.assert_close(model.inputs[0][:1], bilinear(imagenet_normalize(image), (12, 18)), rtol=0, atol=0)
+    former = multiscale_cams(model, imagenet_normalize(image), labels, scales=(0.5,), scale_resize="tensor-bilinear")
     torch.testing.assert_close(bilinear_out, former, rtol=0, atol=0)
     pil_out = multiscale_cams(model, image, labels, scales=(0.5,))
     # PIL's bicubic spans 4 source pixels per output pixel when halving (bilinear: 2): other inputs, other CAMs
@@ -297,7 +298,7 @@ def test_float_input_with_pil_is_the_uint8_path_up_to_rounding():
     exact = multiscale_cams(model, image, labels)
     from_uint8 = [x.clone() for x in model.inputs]
     model.inputs.clear()
-    from_float = multiscale_cams(model, imagenet_normalise(image), labels)
+    from_float = multiscale_cams(model, imagenet_normalize(image), labels)
     assert from_float.dtype == torch.float32
     # the float path skips PIL's rounding to uint8 after each of its two 1-D passes (horizontal, then vertical):
     # about 1 grey level at most, in normalised units 1 / 255 / 0.224

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsae.augment import StrongPerturbation, WeakPerturbation
+from fsae.augment import StrongPerturbation, WeakPerturbation, imagenet_normalize
 from fsae.data import VOCSegmentation, make_toy_dataset, train_geometry
-from fsae.engine.trainer import _normalise
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
@@ -47,8 +46,8 @@ def test_overfits_a_toy_batch_with_fsae(name, toy_batch):
         optimizer = torch.optim.AdamW([{**g, "lr": 1e-3 * g["lr_mult"]} for g in groups])
     else:
         optimizer = torch.optim.SGD([{**g, "lr": 0.01 * g["lr_mult"]} for g in groups], momentum=0.9)
-    weak = _normalise(WeakPerturbation(seed=0)(crops))
-    strong = _normalise(StrongPerturbation(seed=1)(crops))
+    weak = imagenet_normalize(WeakPerturbation(seed=0)(crops))
+    strong = imagenet_normalize(StrongPerturbation(seed=1)(crops))
     totals, fsae_terms = [], []
     for step in range(25):
         out = method(weak, labels, strong=strong, generator=torch.Generator().manual_seed(0))
