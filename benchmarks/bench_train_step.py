@@ -91,7 +91,9 @@ from bench_ops import device_name, git_commit  # noqa: E402  (benchmarks/ is on 
 from fsae.augment import TrainingViews, imagenet_normalize  # noqa: E402
 from fsae.data import COCOSegmentation, VOCSegmentation  # noqa: E402
 from fsae.engine.config import ConfigError, load_config  # noqa: E402
-from fsae.engine.trainer import build_components, build_optimizer, check_finite, lr_factor  # noqa: E402
+from fsae.engine.loop import check_finite  # noqa: E402
+from fsae.engine.schedule import build_optimizer, lr_factor  # noqa: E402
+from fsae.engine.trainer import build_components  # noqa: E402
 from fsae.losses import EMATeacher, FSAELoss  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "recipes" / "configs" / "toy_fsae.yaml"

@@ -11,9 +11,11 @@ from fsae._optional import check
 check("fsae.engine", "train")  # every piece of the training stack, before importing any
 
 from fsae.engine.config import DEFAULTS, ConfigError, load_config
+from fsae.engine.loop import NonFiniteLossError, find_checkpoint
+from fsae.engine.schedule import build_optimizer
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
 from fsae.engine.seg_trainer import evaluate_segmenter, train_segmenter
-from fsae.engine.trainer import NonFiniteLossError, build_optimizer, find_checkpoint, train
+from fsae.engine.trainer import train
 
 __all__ = [
     "DEFAULTS",

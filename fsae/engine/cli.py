@@ -16,7 +16,8 @@ from typing import Any
 
 from fsae.data import DatasetError
 from fsae.engine.config import ConfigError, load_config
-from fsae.engine.trainer import NonFiniteLossError, train
+from fsae.engine.loop import NonFiniteLossError
+from fsae.engine.trainer import train
 
 __all__ = ["build_parser", "main", "training_function"]
 
@@ -72,7 +73,7 @@ def _is_main_process() -> bool:
 
 def format_summary(summary: Any) -> str:
     """``"steps 300, epoch 6, loss 0.5321, lr 1.000e-05, images/s 9.81"``: a run's summary for people."""
-    from fsae.engine.trainer import format_values
+    from fsae.engine.loop import format_values
 
     if not isinstance(summary, dict):
         return str(summary)

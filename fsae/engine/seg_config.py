@@ -6,8 +6,8 @@ key with its default -- docs/method.md §6: DeepLab-v2 ResNet-101 on the pseudo-
 flips (+ CRF) -- a YAML file overrides part of it and ``--set a.b=value`` one key (value parsed as YAML).  Unknown
 keys, wrong types and impossible values are a :class:`~fsae.engine.config.ConfigError` before any heavy work.
 
-The ``optim`` section has the CAM stage's keys, so :func:`fsae.engine.trainer.build_optimizer` and
-:func:`fsae.engine.trainer.lr_factor` serve both stages.  The loading and type checks are
+The ``optim`` section has the CAM stage's keys, so :func:`fsae.engine.schedule.build_optimizer` and
+:func:`fsae.engine.schedule.lr_factor` serve both stages.  The loading and type checks are
 :func:`fsae.engine.config.load_config`'s, driven by :data:`SEG_SCHEMA`.
 """
 

@@ -36,16 +36,12 @@ from fsae.augment import imagenet_normalize
 from fsae.data import IGNORE_INDEX, DatasetError, VOCSegmentation
 from fsae.data.transforms import seg_train_geometry
 from fsae.engine.cli import run_job
-from fsae.engine.rundir import prepare_run_dir
-from fsae.engine.seg_config import load_seg_config
-from fsae.engine.trainer import (
+from fsae.engine.loop import (
     TrainState,
-    build_optimizer,
     check_data,
     check_finite,
     find_checkpoint,
     loader_workers,
-    lr_factor,
     make_accelerator,
     make_loader,
     report_skipped,
@@ -54,6 +50,9 @@ from fsae.engine.trainer import (
     start_run,
     with_precision,
 )
+from fsae.engine.rundir import prepare_run_dir
+from fsae.engine.schedule import build_optimizer, lr_factor
+from fsae.engine.seg_config import load_seg_config
 from fsae.errors import ConfigError
 
 __all__ = [

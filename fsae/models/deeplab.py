@@ -19,7 +19,7 @@ Both models map ``images (B, 3, H, W)`` (ImageNet-normalised float) to logits ``
 including background (VOC: 21): ``h = ceil(H / 8)`` for DeepLab-v2 at output stride 8, ``ceil(H / 4)`` for
 DeepLab-v3+ (its decoder works at the stride-4 features).  Upsample to the label size for the loss / prediction.
 ``parameter_groups()`` gives the trainable backbone at ``lr_mult`` 1 and the new head at 10, as
-:func:`fsae.engine.trainer.build_optimizer` expects.
+:func:`fsae.engine.schedule.build_optimizer` expects.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from fsae.engine.config import ConfigError, load_config
-from fsae.engine.trainer import cosine_epochs, lr_factor, make_scheduler, steps_per_epoch
+from fsae.engine.schedule import cosine_epochs, lr_factor, make_scheduler, steps_per_epoch
 
 # main.py: --lr 5e-4 scaled by batch 64 / 512, --epochs 60, --warmup-epochs 5, --warmup-lr 1e-6, --min-lr 1e-5
 AUTHORS = ["optim.name=adamw", "optim.lr=0.0000625", "optim.schedule=cosine_epoch", "optim.warmup_epochs=5",

@@ -11,8 +11,8 @@ import torch
 
 from fsae.engine.cli import format_summary
 from fsae.engine.config import ConfigError
+from fsae.engine.loop import find_checkpoint, flat_hyperparameters, loader_workers, mean_over_processes, trackers
 from fsae.engine.rundir import check_writable, prepare_run_dir, trim_log
-from fsae.engine.trainer import find_checkpoint, flat_hyperparameters, loader_workers, mean_over_processes, trackers
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -22,12 +22,12 @@ from fsae.data import VOC_CLASSES, make_toy_dataset
 from fsae.data.palette import read_label_png, voc_palette, write_label_png
 from fsae.data.transforms import RandomScale, seg_train_geometry
 from fsae.engine import ConfigError, find_checkpoint
+from fsae.engine import loop as loop_module
 from fsae.engine import seg_trainer as seg_module
-from fsae.engine import trainer as trainer_module
 from fsae.engine.cli import one_line
+from fsae.engine.schedule import build_optimizer, lr_factor
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
 from fsae.engine.seg_trainer import build_train_dataset, main, segmentation_loss, train_segmenter
-from fsae.engine.trainer import build_optimizer, lr_factor
 from fsae.eval import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,16 +235,16 @@ def test_resume_after_a_crash_is_bit_identical(toy_root, pseudo, tmp_path, monke
                                       "model.name": "deeplabv3plus", "model.output_stride": 16})  # fmt: skip
     train_segmenter(config, tmp_path / "straight", progress=False)
 
-    original = trainer_module._save_checkpoint  # the loop both stages share
+    original = loop_module.save_checkpoint  # the loop both stages share
 
     def crash_after_first_checkpoint(accelerator, output_dir, state, keep):
         original(accelerator, output_dir, state, keep)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(trainer_module, "_save_checkpoint", crash_after_first_checkpoint)
+    monkeypatch.setattr(loop_module, "save_checkpoint", crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train_segmenter(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(trainer_module, "_save_checkpoint", original)
+    monkeypatch.setattr(loop_module, "save_checkpoint", original)
     assert find_checkpoint(tmp_path / "resumed", "latest").name == "step_00000002"
     train_segmenter(config, tmp_path / "resumed", resume="latest", progress=False)
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from fsae.data import make_toy_dataset
 from fsae.engine import ConfigError, NonFiniteLossError, find_checkpoint, load_config, train
-from fsae.engine import trainer as trainer_module
-from fsae.engine.trainer import lr_factor
+from fsae.engine import loop as loop_module
+from fsae.engine.schedule import lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +56,16 @@ def test_resume_mid_run_gives_identical_weights(toy_root, tmp_path, monkeypatch)
     config = tiny_config(toy_root, **{"train.max_steps": 5})
     train(config, tmp_path / "straight", progress=False)
 
-    original = trainer_module._save_checkpoint
+    original = loop_module.save_checkpoint
 
     def crash_after_first_checkpoint(accelerator, output_dir, state, keep):
         original(accelerator, output_dir, state, keep)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(trainer_module, "_save_checkpoint", crash_after_first_checkpoint)
+    monkeypatch.setattr(loop_module, "save_checkpoint", crash_after_first_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(trainer_module, "_save_checkpoint", original)
+    monkeypatch.setattr(loop_module, "save_checkpoint", original)
     assert find_checkpoint(tmp_path / "resumed", "latest").name == "step_00000002"
     train(config, tmp_path / "resumed", resume="latest", progress=False)
 
@@ -192,7 +192,7 @@ def test_a_launch_accelerate_did_not_join_is_refused(tmp_path, monkeypatch):
     import accelerate
 
     train_cfg = load_config(None, [])["train"]
-    real = trainer_module.make_accelerator(train_cfg, tmp_path)  # no launcher: one process, accepted
+    real = loop_module.make_accelerator(train_cfg, tmp_path)  # no launcher: one process, accepted
     assert real.num_processes == 1
 
     class Unjoined:
@@ -206,9 +206,9 @@ def test_a_launch_accelerate_did_not_join_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(accelerate, "Accelerator", Unjoined)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="launched as 2 processes, but Accelerate runs 1"):
-        trainer_module.make_accelerator(train_cfg, tmp_path)
+        loop_module.make_accelerator(train_cfg, tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert isinstance(trainer_module.make_accelerator(train_cfg, tmp_path), Unjoined)
+    assert isinstance(loop_module.make_accelerator(train_cfg, tmp_path), Unjoined)
 
 
 def test_sipe_gets_the_crop_valid_mask_and_clipped_gradients(toy_root, tmp_path, monkeypatch):

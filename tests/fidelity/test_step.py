@@ -18,7 +18,8 @@ from fidelity_step import inputs, normalise, summarise
 from fidelity_weights import FIXTURES, authors_state_dict
 
 from fsae.engine import load_config
-from fsae.engine.trainer import build_components, build_optimizer, lr_factor, step_terms
+from fsae.engine.schedule import build_optimizer, lr_factor
+from fsae.engine.trainer import build_components, step_terms
 from fsae.losses import EMATeacher
 from fsae.losses import ppc as ppc_losses
 from fsae.models.import_checkpoint import convert_ppc
