@@ -19,6 +19,7 @@ view), so every method gets it the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -51,6 +52,9 @@ class WSSSMethod(nn.Module):
 
     name: str = "base"
     num_classes: int
+    #: keyword options of a small instance (CPU seconds), used by the contract test every registered method passes
+    #: (tests/methods/test_contract.py) and by smoke runs; e.g. ``{"backbone": "resnet18"}``
+    tiny_options: ClassVar[dict[str, Any]] = {}
 
     def training_step(
         self,

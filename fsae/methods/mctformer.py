@@ -102,6 +102,7 @@ class MCTformerMethod(WSSSMethod):
     """
 
     name = "mctformer"
+    tiny_options = {"backbone": "deit_tiny_patch16_224", "depth": 3, "img_size": 64, "attn_layers": 2}
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ class PPCMethod(WSSSMethod):
     """
 
     name = "ppc"
+    tiny_options = {"backbone": "resnet18"}
 
     def __init__(
         self,

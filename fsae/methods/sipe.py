@@ -90,6 +90,7 @@ class SIPEMethod(WSSSMethod):
     """
 
     name = "sipe"
+    tiny_options = {"backbone": "resnet18"}
 
     def __init__(
         self,

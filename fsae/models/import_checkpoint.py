@@ -1,4 +1,6 @@
-"""Import a checkpoint saved by the authors' code as an fsae run folder.
+"""Import a checkpoint saved by the authors' code as an fsae run folder: the converters.
+
+The run folder itself is written by :mod:`fsae.engine.import_run` (this module's command line runs it).
 
 Usage::
 
@@ -46,16 +48,13 @@ authors' stride-1 last stage):
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
-__all__ = ["CONVERTERS", "convert_mctformer", "convert_ppc", "convert_sipe", "import_checkpoint", "main"]
+__all__ = ["CONVERTERS", "convert_mctformer", "convert_ppc", "convert_sipe", "read_checkpoint", "strip_prefix"]
 
 _PPC_HEADS = {"fc8": "fc8", "proj_fc": "proj", "f8_3": "f8_3", "f8_4": "f8_4", "f9": "f9"}
 
@@ -63,7 +62,7 @@ _SIPE_STAGES = {"0": ("conv1", "bn1", "relu", "maxpool"), "1": ("layer1",), "2":
                 "4": ("layer4",)}  # fmt: skip
 
 
-def _strip(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop BatchNorm counters and a DataParallel ``module.`` prefix."""
     out = {}
     for key, value in state.items():
@@ -118,7 +117,7 @@ def convert_ppc(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> d
     """
     from fsae.models.pretrained import _feature_key
 
-    state = _strip(state)
+    state = strip_prefix(state)
     backbone = method.net.backbone
     backbone_targets = {k[len("net.backbone.") :]: v for k, v in method.state_dict().items()
                         if k.startswith("net.backbone.") and not k.endswith("num_batches_tracked")}  # fmt: skip
@@ -150,7 +149,7 @@ def convert_mctformer(state: Mapping[str, torch.Tensor], method: torch.nn.Module
         ValueError: a tensor of ``state`` is unknown, missing, or has another shape than fsae's.
     """
     # their final LayerNorm (norm.weight / norm.bias) is never applied by MCTformerV2: dropped
-    named = [(k, f"net.{k}", v) for k, v in _strip(state).items() if k not in ("norm.weight", "norm.bias")]
+    named = [(k, f"net.{k}", v) for k, v in strip_prefix(state).items() if k not in ("norm.weight", "norm.bias")]
     return _assemble(method, "MCTformer-V2", named, [])
 
 
@@ -176,7 +175,7 @@ def convert_sipe(state: Mapping[str, torch.Tensor], method: torch.nn.Module) -> 
     """The SIPE authors' ``network.resnet50_SIPE.Net`` state dict -> the state dict of fsae's
     :class:`~fsae.methods.SIPEMethod` (``backbone="resnet50"``); arguments, result and errors as
     :func:`convert_ppc`."""
-    state = _strip(state)
+    state = strip_prefix(state)
     named, unknown = [], []
     for key, value in state.items():
         canonical = _sipe_alias(key)
@@ -223,7 +222,9 @@ CONVERTERS: dict[
 }
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the authors' file (``.pth``, any nesting :func:`~fsae.models.pretrained.read_state_dict`
+    knows); ``ValueError`` with one line when it is missing or unreadable."""
     from fsae.models.pretrained import read_state_dict
 
     try:
@@ -235,64 +236,9 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"cannot read {path}: {first}") from None
 
 
-def import_checkpoint(
-    method_name: str, checkpoint: str | Path, run_dir: str | Path, dataset: str = "voc", overwrite: bool = False
-) -> Path:
-    """Convert ``checkpoint`` (the authors' file) into the run folder ``run_dir``; returns ``run_dir``.
-
-    Raises:
-        ValueError: unknown method, unreadable file, tensors that do not fit, or a non-empty ``run_dir``
-            without ``overwrite`` (nothing is written in any of these cases).
-    """
-    import yaml
-    from safetensors.torch import save_file
-
-    from fsae.engine.config import load_config
-    from fsae.methods import build_method
-
-    if method_name not in CONVERTERS:
-        raise ValueError(f"--method {method_name!r}: converters exist for {sorted(CONVERTERS)}")
-    run_dir, checkpoint = Path(run_dir), Path(checkpoint)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())) and not overwrite:
-        raise ValueError(f"{run_dir} exists and is not an empty folder (give --overwrite to replace it)")
-    convert, backbone, classes_of, classes_key = CONVERTERS[method_name]
-    state = _read(checkpoint)
-    num_classes = classes_of(_strip(state))
-    if num_classes is None:
-        raise ValueError(f"{checkpoint} has no {classes_key}: not a checkpoint of the authors' {method_name} network")
-    config = load_config(overrides=[f"method.name={method_name}", f"method.backbone={backbone}",
-                                    f"data.dataset={dataset}"])  # fmt: skip
-    method = build_method(method_name, num_classes=num_classes, backbone=backbone, **config["method"]["options"])
-    weights = convert(state, method)
-    method.load_state_dict(weights, strict=True)  # the same check load_cam_model makes
-
-    if run_dir.exists() and overwrite:
-        shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-    run_dir.mkdir(parents=True)
-    save_file(weights, run_dir / "model.safetensors")
-    run: dict[str, Any] = {"num_classes": num_classes, "imported_from": str(checkpoint.resolve())}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "_run": run}, sort_keys=False))
-    return run_dir
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fsae.models.import_checkpoint", description=__doc__.split("\n")[0])
-    parser.add_argument("--method", required=True, help=f"method.name of the checkpoint ({', '.join(CONVERTERS)})")
-    parser.add_argument("checkpoint", type=Path, help="the authors' .pth file")
-    parser.add_argument("run_dir", type=Path, help="run folder to write (model.safetensors + config.yaml)")
-    parser.add_argument(
-        "--dataset", default="voc", help="data.dataset of the run (a registered dataset: voc, coco, ...)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    args = parser.parse_args(argv)
-    try:
-        out = import_checkpoint(args.method, args.checkpoint, args.run_dir, args.dataset, args.overwrite)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out / 'model.safetensors'} and {out / 'config.yaml'}")
-    return 0
-
-
 if __name__ == "__main__":
+    # The command line writes a run folder with an effective config: the engine's job (fsae.engine.import_run); the
+    # converters above stay here, with the networks they fill. Only this entry point reaches up.
+    from fsae.engine.import_run import main
+
     sys.exit(main())

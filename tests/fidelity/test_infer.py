@@ -16,10 +16,10 @@ import pytest
 import torch
 from fidelity_weights import FIXTURES, authors_state_dict
 
+from fsae.engine.import_run import import_checkpoint
 from fsae.eval import ConfusionMatrix
 from fsae.infer import ThresholdCurve, crf_mask, dense_crf, load_cam_model, make_pseudo_labels, multiscale_cams
 from fsae.infer.pseudo_labels import DEFAULT_SCALES, DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS
-from fsae.models.import_checkpoint import import_checkpoint
 from fsae.ops import cams_to_labels
 
 

@@ -16,9 +16,9 @@ from fidelity_weights import FIXTURES, authors_state_dict
 from gen_mctformer import LAYOUT, sizes_and_inputs
 
 from fsae.augment import imagenet_normalize
+from fsae.engine.import_run import main
 from fsae.infer import load_cam_model, multiscale_cams
 from fsae.losses import attach_background
-from fsae.models.import_checkpoint import main
 from fsae.models.mctformer_net import MCTformerV2Net, resample_pos_embed
 from fsae.ops import cam_normalize
 

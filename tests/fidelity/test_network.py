@@ -7,8 +7,8 @@ import pytest
 import torch
 from fidelity_weights import FIXTURES, authors_state_dict
 
+from fsae.engine.import_run import import_checkpoint, main
 from fsae.infer import load_cam_model
-from fsae.models.import_checkpoint import import_checkpoint, main
 
 
 def _bg_first(theirs: np.ndarray) -> torch.Tensor:

@@ -19,10 +19,10 @@ from fidelity_weights import FIXTURES
 
 from fsae.augment.views import crop_valid_mask
 from fsae.engine.config import load_config
+from fsae.engine.import_run import main
 from fsae.engine.schedule import build_optimizer, lr_factor
 from fsae.engine.trainer import step_terms
 from fsae.infer import load_cam_model
-from fsae.models.import_checkpoint import main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 
