@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import yaml
 
-from fsae.engine import DEFAULTS, ConfigError, load_config, load_seg_config
-from fsae.engine.config import ConfigSchema, set_key
+from fsae.engine import DEFAULTS, SEG_DEFAULTS, ConfigError, load_config, load_seg_config
+from fsae.engine.config import CAM_SCHEMA, CamConfig, ConfigSchema, OptimSection, TrainSection, set_key, setting
+from fsae.engine.seg_config import SEG_SCHEMA, SegConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -308,3 +313,85 @@ def test_clip_grad_norm_is_off_by_default_and_positive_when_set():
     for bad in ("0", "-1.0", "yes"):
         with pytest.raises(ConfigError, match="optim.clip_grad_norm must be"):
             load_config(None, [f"optim.clip_grad_norm={bad}"])
+
+
+# --- typed sections: the dataclasses a schema is compiled from ---------------------------------------------------
+
+
+@dataclass
+class _Net:
+    depth: int = setting(2, "layers")
+    width: int = setting(8, "channels")
+    act: Literal["relu", "gelu"] = setting("relu", "activation")
+    extra: dict[str, Any] = setting({}, "free keyword arguments")
+
+
+@dataclass
+class _Run:
+    lr: float = setting(0.1, "learning rate")
+    size: list[float] = setting([1, 2], "height, width", length=2)
+    out: str | None = setting(None, "output folder")
+    flag: bool = setting(False, "a switch")
+
+
+@dataclass
+class _Small:
+    net: _Net = field(default_factory=_Net)
+    run: _Run = field(default_factory=_Run)
+
+
+def test_a_typed_schema_compiles_to_the_tables():
+    typed = ConfigSchema.of(_Small, extra_check=_check_small, unknown_hint=SMALL.unknown_hint)
+    for name in ("defaults", "choices", "optional", "lists", "ranges", "extra_check", "unknown_hint"):
+        assert getattr(typed, name) == getattr(SMALL, name), name
+    assert set(typed.free_form) == set(SMALL.free_form) and typed.root is _Small
+    assert typed.docs() == {
+        "net.depth": "layers", "net.width": "channels", "net.act": "activation", "net.extra": "free keyword arguments",
+        "run.lr": "learning rate", "run.size": "height, width", "run.out": "output folder", "run.flag": "a switch",
+    }  # fmt: skip
+    assert load_config(None, ["net.act=gelu", "run.out=x"], schema=typed) == load_config(
+        None, ["net.act=gelu", "run.out=x"], schema=SMALL
+    )
+    assert _Small().net.extra is not _Small().net.extra  # each instance its own mutable default
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "kwargs", "message"),
+    [
+        (float, 1, {}, "the default 1 is not float"),  # an int default would make the key an int
+        (Literal["a", "b"], "c", {}, r"the default 'c' is not one of \('a', 'b'\)"),
+        (list[float], [1.0], {"length": 2}, "length 2 is for a list default of that length"),
+        (tuple, (1, 2), {}, "a config key is bool, int, float, str, a Literal, a list or a dict"),
+        (int | str, 1, {}, "a config key is one type or that type | None"),
+        (Literal["a", 1], "a", {}, "the choices of a config key have one type"),
+    ],
+)
+def test_a_default_must_have_its_annotated_type(annotation, default, kwargs, message):
+    section = make_dataclass("S", [("key", annotation, setting(default, "a key", **kwargs))])
+    root = make_dataclass("R", [("s", section, field(default_factory=section))])
+    with pytest.raises(TypeError, match=message):
+        ConfigSchema.of(root)
+
+
+@pytest.mark.parametrize("schema", [CAM_SCHEMA, SEG_SCHEMA], ids=["cam", "seg"])
+def test_every_key_has_its_comment(schema):
+    docs = schema.docs()
+    assert list(docs) == list(schema.known()) and all(docs.values())
+    lines = schema.reference().splitlines()
+    assert len(lines) == len(docs)
+    assert "optim.lr: float = " in schema.reference() and "(> 0) -- the base learning rate" in schema.reference()
+
+
+def test_the_stages_share_the_optim_and_train_sections():
+    """One declaration of the shared keys: same types, ranges and comments, a stage's own default where it differs."""
+    hints = {name: typing.get_type_hints(cls) for name, cls in (("cam", CamConfig), ("seg", SegConfig))}
+    for section, shared in (("optim", OptimSection), ("train", TrainSection)):
+        assert issubclass(hints["cam"][section], shared) and issubclass(hints["seg"][section], shared)
+        for f in dataclasses.fields(shared):
+            key = f"{section}.{f.name}"
+            if key != "optim.schedule":  # the CAM stage adds cosine_epoch
+                assert CAM_SCHEMA.choices.get(key) == SEG_SCHEMA.choices.get(key), key
+            assert CAM_SCHEMA.ranges.get(key) == SEG_SCHEMA.ranges.get(key), key
+            assert CAM_SCHEMA.docs()[key] == SEG_SCHEMA.docs()[key] or key == "optim.schedule", key
+    assert (DEFAULTS["optim"]["lr"], SEG_DEFAULTS["optim"]["lr"]) == (0.01, 0.001)
+    assert (DEFAULTS["train"]["batch_size"], SEG_DEFAULTS["train"]["batch_size"]) == (8, 10)
