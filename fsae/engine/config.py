@@ -1,4 +1,5 @@
-"""Training configuration: typed sections with defaults, YAML files, ``--set key=value`` overrides, early validation.
+"""Training configuration: typed sections with defaults, YAML files (with ``_base_`` inheritance), ``--set
+key=value`` overrides, early validation.
 
 A config is a nested dict of sections (``config["optim"]["lr"]``).  Its keys are declared once, as the fields of
 one dataclass per section (:class:`MethodSection`, :class:`CamDataSection`, :class:`FsaeSection`,
@@ -11,9 +12,12 @@ only what differs.  :meth:`ConfigSchema.of` compiles such a dataclass into the s
 validates against (:data:`CAM_SCHEMA` here, :data:`fsae.engine.seg_config.SEG_SCHEMA`); :data:`DEFAULTS` is
 :class:`CamConfig`'s defaults as the nested dict (the paper's PPC + FSAE setting on VOC, docs/method.md §2-§4).
 
-A YAML file overrides part of the defaults, ``--set a.b=value`` overrides one key (the value is parsed as YAML:
-``--set optim.lr=0.02``, ``--set fsae.enabled=false``, ``--set data.long_side=[256,448]``).  Unknown keys, wrong
-types and values out of range are a :class:`ConfigError` before any heavy work starts.
+A YAML file overrides part of the defaults; it may start from other files with ``_base_: other.yaml`` (a path
+relative to the file, or a list of them merged in order): :func:`read_config_file` deep-merges the file's own keys
+over its bases (a mapping merges into the base's, anything else replaces it).  ``--set a.b=value`` overrides one
+key last (the value is parsed as YAML: ``--set optim.lr=0.02``, ``--set fsae.enabled=false``,
+``--set data.long_side=[256,448]``).  Unknown keys, wrong types and values out of range are a
+:class:`ConfigError` before any heavy work starts.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -53,6 +58,7 @@ __all__ = [
     "did_you_mean",
     "like",
     "load_config",
+    "read_config_file",
     "set_key",
     "setting",
 ]
@@ -746,15 +752,81 @@ def _yaml_where(err: yaml.YAMLError, one_line: bool = False) -> str:
     return f" at {where}: {problem}"
 
 
+BASE_KEY = "_base_"
+
+
+def _nest(loaded: Mapping[Any, Any]) -> dict[str, Any]:
+    """A file's top level with its dotted keys as sections: ``{"optim.lr": 1}`` -> ``{"optim": {"lr": 1}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in loaded.items():
+        first, *rest = str(key).split(".")
+        for part in reversed(rest):
+            value = {part: value}
+        nested = _merge(nested, {first: value})
+    return nested
+
+
+def _merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: a mapping over a mapping merges key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """:func:`read_config_file` of ``path``, reached through the files of ``chain`` (their ``_base_``)."""
+    chain = (*chain, path)
+    shown = " -> ".join(str(p) for p in chain)
+    via = f" (_base_ chain: {shown})" if len(chain) > 1 else ""
+    if any(path.resolve() == earlier.resolve() for earlier in chain[:-1]):
+        raise ConfigError(f"_base_ cycle: {shown}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}{via}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(err)}{via}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping{via}")
+    bases = loaded.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}{via}")
+    merged: dict[str, Any] = {}
+    for base in bases:  # relative to the file that names it; later bases over earlier ones
+        merged = _merge(merged, _read(Path(os.path.normpath(path.parent / base)), chain))
+    return _merge(merged, _nest(loaded))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The keys a YAML config file sets, without the defaults: its own keys deep-merged over those of its
+    ``_base_`` files (each read the same way; a list merged in order, the later over the earlier).
+
+    ``_base_`` is a path relative to the file (or a list of them); a mapping of the file merges into the base's
+    mapping at the same key, any other value (a number, a string, a list) replaces it.  Dotted top-level keys are
+    sections (``optim.lr: 0.1`` is ``optim: {lr: 0.1}``).
+
+    Raises:
+        ConfigError: a missing or invalid file, a bad ``_base_``, a ``_base_`` cycle (the message names the chain
+            of files).
+    """
+    return _read(Path(path), ())
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str | tuple[str, Any]] = (),
     schema: ConfigSchema = CAM_SCHEMA,
 ) -> dict[str, Any]:
-    """``schema.defaults`` <- YAML file <- ``key=value`` overrides, validated.
+    """``schema.defaults`` <- YAML file (over its ``_base_`` files) <- ``key=value`` overrides, validated.
 
     Args:
-        path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys), or None.
+        path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys; ``_base_``:
+            the files it starts from, see :func:`read_config_file`), or None.
         overrides: ``"a.b=value"`` strings (the value parsed as YAML), or ``("a.b", value)`` pairs (the value as
             is: paths and flags from a command line), applied in order after the file.
         schema: the keys, types and checks; :data:`CAM_SCHEMA` (the CAM stage) by default.
@@ -767,16 +839,7 @@ def load_config(
     """
     config = copy.deepcopy(dict(schema.defaults))
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML{_yaml_where(err)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        for key, value in loaded.items():
+        for key, value in read_config_file(path).items():
             _set(config, str(key), value, schema)
     for item in overrides:
         if isinstance(item, tuple):  # (key, value) from a command-line flag: the value as given, never YAML

@@ -5,8 +5,9 @@ Same mechanism as :mod:`fsae.engine.config` (the CAM stage): one dataclass per s
 :class:`SegConfig`), each field with its default, type, range and comment; :data:`SEG_SCHEMA` is compiled from
 them and :data:`SEG_DEFAULTS` is their defaults as the nested dict -- docs/method.md §6: DeepLab-v2 ResNet-101 on the
 pseudo-masks of train_aug, crop 448, scale 0.5-1.5, batch 10, lr 1e-3 (head x10), poly 0.9, weight decay 5e-4, 20k
-iterations; test at scales 0.5-1.75 with flips (+ CRF).  A YAML file overrides part of it and ``--set a.b=value``
-one key (value parsed as YAML).  Unknown keys, wrong types and impossible values are a
+iterations; test at scales 0.5-1.75 with flips (+ CRF).  A YAML file (over its ``_base_`` files, see
+:func:`fsae.engine.config.read_config_file`) overrides part of it and ``--set a.b=value`` one key (value parsed as
+YAML).  Unknown keys, wrong types and impossible values are a
 :class:`~fsae.engine.config.ConfigError` before any heavy work.
 
 The ``optim`` and ``train`` sections are the CAM stage's shared classes (:class:`~fsae.engine.config.OptimSection`,

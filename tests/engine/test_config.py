@@ -12,7 +12,16 @@ import pytest
 import yaml
 
 from fsae.engine import DEFAULTS, SEG_DEFAULTS, ConfigError, load_config, load_seg_config
-from fsae.engine.config import CAM_SCHEMA, CamConfig, ConfigSchema, OptimSection, TrainSection, set_key, setting
+from fsae.engine.config import (
+    CAM_SCHEMA,
+    CamConfig,
+    ConfigSchema,
+    OptimSection,
+    TrainSection,
+    read_config_file,
+    set_key,
+    setting,
+)
 from fsae.engine.seg_config import SEG_SCHEMA, SegConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
@@ -395,3 +404,63 @@ def test_the_stages_share_the_optim_and_train_sections():
             assert CAM_SCHEMA.docs()[key] == SEG_SCHEMA.docs()[key] or key == "optim.schedule", key
     assert (DEFAULTS["optim"]["lr"], SEG_DEFAULTS["optim"]["lr"]) == (0.01, 0.001)
     assert (DEFAULTS["train"]["batch_size"], SEG_DEFAULTS["train"]["batch_size"]) == (8, 10)
+
+
+# --- _base_: config files over other files ------------------------------------------------------------------------
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_base_files_are_deep_merged_under_the_file(tmp_path):
+    _write(tmp_path, {
+        "_base/root.yaml": "net: {depth: 1, extra: {a: 1, b: {c: 2}}}\nrun: {lr: 0.5, size: [3, 4]}\n",
+        "_base/mid.yaml": "_base_: root.yaml\nrun.out: mid\nnet: {extra: {b: {d: 3}}}\n",
+        "other.yaml": "run: {flag: true, out: other}\n",
+        "child.yaml": "_base_: [_base/mid.yaml, other.yaml]\nrun: {size: [5, 6]}\nnet.act: gelu\n",
+    })  # fmt: skip
+    raw = read_config_file(tmp_path / "child.yaml")
+    assert raw == {
+        "net": {"depth": 1, "extra": {"a": 1, "b": {"c": 2, "d": 3}}, "act": "gelu"},  # mappings merge
+        "run": {"lr": 0.5, "size": [5, 6], "out": "other", "flag": True},  # a list replaces; the later base wins
+    }
+    config = load_config(tmp_path / "child.yaml", ["run.lr=0.25"], schema=SMALL)  # --set last
+    assert config["run"] == {"lr": 0.25, "size": [5, 6], "out": "other", "flag": True}
+    assert config["net"] == {"depth": 1, "width": 8, "act": "gelu", "extra": {"a": 1, "b": {"c": 2, "d": 3}}}
+
+
+def test_a_shared_base_is_no_cycle(tmp_path):
+    _write(tmp_path, {"d.yaml": "run: {lr: 1}\n", "b.yaml": "_base_: d.yaml\n", "c.yaml": "_base_: d.yaml\n",
+                      "a.yaml": "_base_: [b.yaml, c.yaml]\n"})  # fmt: skip
+    assert read_config_file(tmp_path / "a.yaml") == {"run": {"lr": 1}}
+
+
+def test_base_errors_name_the_chain_of_files(tmp_path):
+    _write(tmp_path, {
+        "a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: [ok.yaml, a.yaml]\n", "ok.yaml": "run: {lr: 1}\n",
+        "self.yaml": "_base_: ./self.yaml\n", "missing.yaml": "_base_: sub/nope.yaml\n",
+        "number.yaml": "_base_: 3\n", "bad.yaml": "_base_: broken.yaml\n", "broken.yaml": "run: [\n",
+        "list.yaml": "_base_: top.yaml\n", "top.yaml": "- 1\n", "inner.yaml": "run: {_base_: ok.yaml}\n",
+        "unknown.yaml": "_base_: typo.yaml\n", "typo.yaml": "run: {lrr: 1}\n",
+    })  # fmt: skip
+    a, b, t = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path
+    cases = {
+        "a.yaml": f"_base_ cycle: {a} -> {b} -> {a}",
+        "self.yaml": f"_base_ cycle: {t / 'self.yaml'} -> {t / 'self.yaml'}",
+        "missing.yaml": f"config file not found: {t / 'sub/nope.yaml'} (_base_ chain: {t / 'missing.yaml'} -> "
+        f"{t / 'sub/nope.yaml'})",
+        "number.yaml": f"{t / 'number.yaml'}: _base_ must be a file name or a list of file names, got 3",
+        "bad.yaml": f"{t / 'broken.yaml'}: not valid YAML at line 2, column 1: expected the node content, but found "
+        f"'<stream end>' (_base_ chain: {t / 'bad.yaml'} -> {t / 'broken.yaml'})",
+        "list.yaml": f"{t / 'top.yaml'}: the top level must be a mapping (_base_ chain: {t / 'list.yaml'} -> "
+        f"{t / 'top.yaml'})",
+        "inner.yaml": "unknown config key 'run._base_' [8 keys]",  # only a file's top level names bases
+        "unknown.yaml": "unknown config key 'run.lrr' [8 keys]",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_config(tmp_path / name, schema=SMALL)
+        assert str(err.value) == message, name
