@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import yaml
 
 from fsae.engine import DEFAULTS, SEG_DEFAULTS, ConfigError, load_config, load_seg_config
 from fsae.engine.config import (
@@ -66,8 +65,9 @@ AUTHORS_STRONG = {"p_blur": 1.0, "blur": "torchvision", "blur_kernel_size": 0, "
 
 @pytest.mark.parametrize("name", ["voc_ppc_fsae", "voc_ppc_baseline", "coco_ppc_fsae", "coco_ppc_baseline"])
 def test_ppc_paper_configs_name_the_authors_views(name):
-    """Written in the file (not only inherited from DEFAULTS), so a change of the defaults cannot move them."""
-    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    """Written in the file or its _base_ files (not only inherited from DEFAULTS), so a change of the defaults
+    cannot move them."""
+    raw = read_config_file(CONFIG_DIR / f"{name}.yaml")
     for section, values in AUTHORS_VIEWS.items():
         assert {k: raw[section][k] for k in values} == values
     if name.endswith("fsae"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fsae.engine.config import DEFAULTS, load_config
 from fsae.engine.seg_config import SEG_DEFAULTS, load_seg_config
@@ -59,6 +60,27 @@ def test_every_config_file_is_in_the_fixture() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED["files"]))
 def test_effective_config_is_the_fixture(name: str) -> None:
     _same(effective(CONFIG_DIR / name), EXPECTED["files"][name])
+
+
+def _bases(path: Path) -> set[Path]:
+    """The ``_base_`` files ``path`` starts from, directly or through other bases."""
+    named = yaml.safe_load(path.read_text()).get("_base_", [])
+    direct = {(path.parent / name).resolve() for name in ([named] if isinstance(named, str) else named)}
+    return direct.union(*(_bases(base) for base in direct))
+
+
+def test_every_base_file_is_used() -> None:
+    """A file of ``_base/`` that no config starts from is dead (and untested by the fixture)."""
+    used = set().union(*(_bases(p) for p in CONFIG_DIR.glob("*.yaml")))
+    assert {p.resolve() for p in (CONFIG_DIR / "_base").glob("*.yaml")} <= used
+
+
+@pytest.mark.parametrize("method", ["", "sipe_", "mctformer_"])
+def test_the_toy_pairs_differ_only_in_fsae(method: str) -> None:
+    """benchmarks/toy_quality.py compares them as "the same run with and without FSAE"."""
+    baseline, fsae = (effective(CONFIG_DIR / f"toy_{method}{kind}.yaml") for kind in ("baseline", "fsae"))
+    assert {k: v for k, v in baseline.items() if k != "fsae"} == {k: v for k, v in fsae.items() if k != "fsae"}
+    assert not baseline["fsae"]["enabled"] and fsae["fsae"]["enabled"]
 
 
 def test_defaults_are_the_fixture() -> None:
