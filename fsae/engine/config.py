@@ -3,7 +3,7 @@ key=value`` overrides, early validation.
 
 A config is a nested dict of sections (``config["optim"]["lr"]``).  Its keys are declared once, as the fields of
 one dataclass per section (:class:`MethodSection`, :class:`CamDataSection`, :class:`FsaeSection`,
-:class:`AugmentSection`, :class:`CamOptimSection`, :class:`TrainSection`, gathered by :class:`CamConfig`):
+:class:`AugmentSection`, :class:`CamOptimSection`, :class:`CamTrainSection`, gathered by :class:`CamConfig`):
 each field holds its default, its type -- ``Literal[...]`` for a choice, ``X | None`` for a key that may be
 unset, ``list[float]`` (with a fixed ``length``) for a list of numbers, ``dict[str, Any]`` for a free-form mapping
 -- and, in its metadata (:func:`setting`), its allowed range and a one-line comment.  The sections both stages
@@ -45,6 +45,7 @@ __all__ = [
     "CamConfig",
     "CamDataSection",
     "CamOptimSection",
+    "CamTrainSection",
     "ConfigError",
     "ConfigSchema",
     "FsaeSection",
@@ -308,6 +309,13 @@ class CamOptimSection(OptimSection):
 
 
 @dataclass
+class CamTrainSection(TrainSection):
+    """``train`` of the CAM stage: :class:`TrainSection` plus its own switches."""
+
+    compile: bool = setting(False, "torch.compile the training step (fsae.engine.trainer)")
+
+
+@dataclass
 class CamConfig:
     """The CAM stage's config (``recipes/voc_fsae.py``, ``recipes/coco_fsae.py``): its defaults are :data:`DEFAULTS`."""
 
@@ -316,7 +324,7 @@ class CamConfig:
     fsae: FsaeSection = field(default_factory=FsaeSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
     optim: CamOptimSection = field(default_factory=CamOptimSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    train: CamTrainSection = field(default_factory=CamTrainSection)
 
 
 # --- the schema -----------------------------------------------------------------------------------------------------

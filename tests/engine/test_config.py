@@ -464,3 +464,12 @@ def test_base_errors_name_the_chain_of_files(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_config(tmp_path / name, schema=SMALL)
         assert str(err.value) == message, name
+
+
+def test_train_compile_is_a_cam_stage_switch_off_by_default():
+    assert DEFAULTS["train"]["compile"] is False
+    assert load_config(None, ["train.compile=true"])["train"]["compile"] is True
+    with pytest.raises(ConfigError, match="^train.compile must be bool, got 1$"):
+        load_config(None, ["train.compile=1"])
+    with pytest.raises(ConfigError, match="unknown config key 'train.compile'"):
+        load_seg_config(None, ["train.compile=true"])
