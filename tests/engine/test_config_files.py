@@ -3,9 +3,10 @@
 ``fixtures/effective_configs.json`` holds the defaults of both stages and the effective config of every
 ``recipes/configs/*.yaml`` (``load_seg_config`` for the ``*_seg*`` files, ``load_config`` for the others), as
 :func:`effective_configs` computes them.  It was written before the configs were made typed and the files were
-rewritten over shared ``_base_`` files, with the code of that time::
+rewritten over shared ``_base_`` files, with the code of that time; from the repository root (``-m``, so that
+``fsae`` is this checkout's, not an installed copy)::
 
-    OMP_NUM_THREADS=1 python tests/engine/test_config_files.py   # rewrites the fixture
+    OMP_NUM_THREADS=1 python -m tests.engine.test_config_files   # rewrites the fixture
 
 so this test proves the rewrite changed no value, no type (``1`` is not ``1.0``) and no key order.  The fixture
 changes only with a deliberate change of a default or of a config file, in a commit of its own that says why
