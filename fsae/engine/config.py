@@ -436,8 +436,15 @@ class ConfigSchema:
                 if kind is not list or len(default) != length:
                     raise TypeError(f"{key}: length {length} is for a list default of that length, got {default!r}")
                 lists[key] = length
-            if f.metadata.get("allowed") is not None:
-                ranges[key] = f.metadata["allowed"]
+            spec = f.metadata.get("allowed")
+            if spec is not None:
+                if kind not in (int, float, list):
+                    raise TypeError(f"{key}: a range is for a number or a list of numbers, not {_type_text(f.type)}")
+                try:
+                    _check_range(key, default, spec)
+                except ConfigError as err:  # the default out of its own range
+                    raise TypeError(f"{err} (its default)") from None
+                ranges[key] = spec
         return cls(
             defaults=defaults,
             choices=choices,

@@ -373,6 +373,9 @@ def test_a_typed_schema_compiles_to_the_tables():
         (tuple, (1, 2), {}, "a config key is bool, int, float, str, a Literal, a list or a dict"),
         (int | str, 1, {}, "a config key is one type or that type | None"),
         (Literal["a", 1], "a", {}, "the choices of a config key have one type"),
+        (float, 0.0, {"allowed": "> 0"}, r"^s.key must be > 0, got 0.0 \(its default\)$"),
+        (list[float], [0.5, 2.0], {"allowed": "[0, 1]"}, r"s.key must be a list of numbers in \[0, 1\]"),
+        (str, "a", {"allowed": "> 0"}, "a range is for a number or a list of numbers, not str"),
     ],
 )
 def test_a_default_must_have_its_annotated_type(annotation, default, kwargs, message):
