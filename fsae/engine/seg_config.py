@@ -7,13 +7,13 @@ them and :data:`SEG_DEFAULTS` is their defaults as the nested dict -- docs/metho
 pseudo-masks of train_aug, crop 448, scale 0.5-1.5, batch 10, lr 1e-3 (head x10), poly 0.9, weight decay 5e-4, 20k
 iterations; test at scales 0.5-1.75 with flips (+ CRF).  A YAML file (over its ``_base_`` files, see
 :func:`fsae.engine.config.read_config_file`) overrides part of it and ``--set a.b=value`` one key (value parsed as
-YAML).  Unknown keys, wrong types and impossible values are a
-:class:`~fsae.engine.config.ConfigError` before any heavy work.
+YAML).  Unknown keys, wrong types and impossible values are a :class:`~fsae.engine.config.ConfigError` before any
+heavy work.
 
-The ``optim`` and ``train`` sections are the CAM stage's shared classes (:class:`~fsae.engine.config.OptimSection`,
-:class:`~fsae.engine.config.TrainSection`) with this stage's defaults, so :func:`fsae.engine.trainer.build_optimizer`
-and :func:`fsae.engine.trainer.lr_factor` serve both stages.  The loading and type checks are
-:func:`fsae.engine.config.load_config`'s, driven by :data:`SEG_SCHEMA`.
+The ``optim`` and ``train`` sections are built on the classes both stages share
+(:class:`~fsae.engine.config.OptimSection`, :class:`~fsae.engine.config.TrainSection`) with this stage's defaults,
+so :func:`fsae.engine.trainer.build_optimizer` and :func:`fsae.engine.trainer.lr_factor` serve both stages.  The
+loading and type checks are :func:`fsae.engine.config.load_config`'s, driven by :data:`SEG_SCHEMA`.
 """
 
 from __future__ import annotations
