@@ -1,25 +1,38 @@
-"""Training configuration: YAML files with defaults, ``--set key=value`` overrides, early validation.
+"""Training configuration: typed sections with defaults, YAML files (with ``_base_`` inheritance), ``--set
+key=value`` overrides, early validation.
 
-A config is a nested dict.  :data:`DEFAULTS` holds every key with its default (the paper's PPC + FSAE
-setting on VOC, docs/method.md §2-§4); a YAML file overrides part of it, ``--set a.b=value`` overrides one
-key (the value is parsed as YAML: ``--set optim.lr=0.02``, ``--set fsae.enabled=false``,
-``--set data.long_side=[256,448]``).  Unknown keys and wrong types are :class:`ConfigError` before any
-heavy work starts.
+A config is a nested dict of sections (``config["optim"]["lr"]``).  Its keys are declared once, as the fields of
+one dataclass per section (:class:`MethodSection`, :class:`CamDataSection`, :class:`FsaeSection`,
+:class:`AugmentSection`, :class:`CamOptimSection`, :class:`CamTrainSection`, gathered by :class:`CamConfig`):
+each field holds its default, its type -- ``Literal[...]`` for a choice, ``X | None`` for a key that may be
+unset, ``list[float]`` (with a fixed ``length``) for a list of numbers, ``dict[str, Any]`` for a free-form mapping
+-- and, in its metadata (:func:`setting`), its allowed range and a one-line comment.  The sections both stages
+have are shared classes (:class:`OptimSection`, :class:`TrainSection`), so :mod:`fsae.engine.seg_config` declares
+only what differs.  :meth:`ConfigSchema.of` compiles such a dataclass into the schema :func:`load_config`
+validates against (:data:`CAM_SCHEMA` here, :data:`fsae.engine.seg_config.SEG_SCHEMA`); :data:`DEFAULTS` is
+:class:`CamConfig`'s defaults as the nested dict (the paper's PPC + FSAE setting on VOC, docs/method.md §2-§4).
 
-The loader is generic: a :class:`ConfigSchema` (defaults, choices, typed optional keys, free-form mappings,
-fixed-length numeric lists, extra value checks, a hint for unknown keys) drives :func:`load_config`;
-:data:`CAM_SCHEMA` is the CAM stage's, :mod:`fsae.engine.seg_config` defines the segmentation stage's.
+A YAML file overrides part of the defaults; it may start from other files with ``_base_: other.yaml`` (a path
+relative to the file, or a list of them merged in order): :func:`read_config_file` deep-merges the file's own keys
+over its bases (a mapping merges into the base's, anything else replaces it).  ``--set a.b=value`` overrides one
+key last (the value is parsed as YAML: ``--set optim.lr=0.02``, ``--set fsae.enabled=false``,
+``--set data.long_side=[256,448]``).  Unknown keys, wrong types and values out of range are a
+:class:`ConfigError` before any heavy work starts.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import inspect
-from collections.abc import Callable, Collection, Iterable, Mapping
+import os
+import types
+import typing
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,205 +41,293 @@ from fsae.errors import ConfigError
 __all__ = [
     "CAM_SCHEMA",
     "DEFAULTS",
+    "AugmentSection",
+    "CamConfig",
+    "CamDataSection",
+    "CamOptimSection",
+    "CamTrainSection",
     "ConfigError",
     "ConfigSchema",
+    "FsaeSection",
+    "MethodSection",
+    "OptimSection",
+    "TrainSection",
     "accepted_options",
     "check_backbone",
     "check_options",
     "check_registered",
     "did_you_mean",
+    "like",
     "load_config",
+    "read_config_file",
     "set_key",
+    "setting",
 ]
 
 
-DEFAULTS: dict[str, Any] = {
-    "method": {
-        "name": "ppc",  # a registered method (fsae.methods.list_methods(): ppc | sipe | mctformer | yours)
-        # a module imported before method.name and data.dataset are looked up: yours, registering a method
-        # (fsae.methods.register_method) or a dataset (fsae.data.register_dataset), e.g. mypkg.toco
-        "module": None,
-        "backbone": "resnet38d",
-        "pretrained": False,  # timm's published weights (needs internet)
-        "pretrained_path": None,  # local state dict / safetensors (see fsae.models.pretrained)
-        "options": {},  # extra keyword arguments of the method class
-    },
-    "data": {
-        "dataset": "voc",  # a registered dataset (fsae.data.list_datasets(): voc | coco | yours)
-        "root": None,  # the VOC2012 / COCO2014 folder (--data-root)
-        "split": "train_aug",
-        "crop_size": 448,
-        "long_side": [448, 768],
-        "flip": 0.5,
-        # loader worker processes per training process; None: the CPUs this process may use, at most 4
-        "num_workers": None,
-        # an unreadable image / mask / saliency map: raise (stop with the file's name) | skip (log it, train on the
-        # next sample; the dataset counts the skipped files: fsae.data.SegmentationDataset.skipped)
-        "on_error": "raise",
-        # folder of off-the-shelf saliency maps under data.root (VOC: e.g. SALImages; COCO: inside the split's
-        # folder): PPC's EPS term L_sal (docs/method.md §4). None: no saliency ("PPC on SEAM").
-        "saliency_dir": None,
-        # where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image
-        # on a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole
-        # image before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop;
-        # timm = MCTformer's view from timm's create_transform (random-resized crop, flip, RandAugment
-        # augment.auto_augment, random erasing augment.random_erasing), FSAE's views made from it as in crop
-        "geometry": "authors",
-        # crop pixels outside a smaller image: black (the authors' zero container) | mean (ImageNet mean, 0 after
-        # normalisation; ours)
-        "crop_fill": "black",
-        # saliency map resampling with the image: bicubic (the authors' RandomResizeLong) | bilinear (ours)
-        "saliency_resize": "bicubic",
-    },
-    "fsae": {
-        "enabled": True,
-        "weight": 1.0,
-        "start_step": 0,  # FSAE term from this optimizer step on (the EMA teacher is updated from step 0)
-        "conf_threshold": 0.95,
-        "ring_threshold": 0.8,
-        "ring_kernel": 3,
-        "absent": "zero",
-        "boundary_weight": None,
-        "mask_student": True,  # False: the student's CE over its raw logits (absent classes lowered too)
-        "ema_decay": 0.999,
-        "teacher_mode": "train",  # train (dropout on, the original) | eval
-    },
-    "augment": {
-        "weak_color_jitter": [0.3, 0.3, 0.3, 0.1],
-        "strong_color_jitter": [0.3, 0.3, 0.3, 0.1],
-        "n_ops": 5,
-        "blur_sigma": [0.1, 2.0],
-        "p_blur": 1.0,  # strong-view blur probability: 1.0 the authors (always) | 0.5 ours
-        # uint8 = every op on 8-bit levels with PIL's / torchvision's rounding, as the authors' PIL pipeline
-        # (fsae.augment.levels) | float = continuous ops on [0, 1] values (ours, fsae.augment.functional)
-        "arithmetic": "uint8",
-        # torchvision = the authors' GaussianBlur(k): k x k kernel, reflect border | wide = ours: 2*ceil(3 sigma_max)+1
-        # taps, replicate border
-        "blur": "torchvision",
-        # k of the torchvision blur: 0 = drawn once per run from train.seed as the authors (1, 3, 5 with
-        # P .40/.40/.19; 1 = no blur) | a fixed odd k
-        "blur_kernel_size": 0,
-        # RandAugment Solarize threshold ~ U[0, solarize_max) levels: 256.0 the authors | 255.0 ours (U[0, 1])
-        "solarize_max": 256.0,
-        # data.geometry timm only: timm's auto_augment string ("" = none) and random-erasing probability
-        # (pixel mode, one box, after the normalisation: the weak view only)
-        "auto_augment": "rand-m9-mstd0.5-inc1",
-        "random_erasing": 0.25,
-    },
-    "optim": {
-        "name": "sgd",  # sgd | adamw
-        "lr": 0.01,
-        "weight_decay": 0.0005,
-        "momentum": 0.9,
-        "original_momentum_quirk": False,  # the original passed weight decay as SGD's momentum
-        # poly | cosine (per step, to 0 at the end) | cosine_epoch (MCTformer's timm CosineLRScheduler, stepped
-        # once per epoch of len(dataset) // train.batch_size steps, with the absolute lrs below)
-        "schedule": "poly",
-        "poly_power": 0.9,
-        "warmup_steps": 0,
-        # the optimizer steps the schedule spans (the authors' PolyOptimizer max_step); past it the lr stays at
-        # its last value. None: train.max_steps (the lr reaches 0 at the end)
-        "schedule_steps": None,
-        # cosine_epoch only: warm-up epochs from warmup_lr (absolute, every group), the floor min_lr (absolute),
-        # the cosine's length in epochs (None: ceil(train.max_steps / steps per epoch)), and epoch_lag = the
-        # authors' DeiT loop (epoch e trains at the schedule's value for e - 1; epochs 0 and 1 at warmup_lr) |
-        # false: timm's own stepping (epoch e at value e)
-        "warmup_epochs": 0,
-        "warmup_lr": 0.0,
-        "min_lr": 0.0,
-        "cosine_epochs": None,
-        "epoch_lag": True,
-        # clip the gradient norm (over all parameters, after unscaling under fp16) at this value before every
-        # optimizer step, as SIPE's loop (clip_grad_norm_(model.parameters(), max_norm=1)); None: no clipping
-        "clip_grad_norm": None,
-    },
-    "train": {
-        "batch_size": 8,  # global: split over processes and accumulation steps
-        "gradient_accumulation_steps": 1,
-        "max_steps": 20000,  # optimizer steps
-        # no | fp16 | bf16 | None: the launcher's (accelerate launch --mixed_precision / its config file, else no)
-        "mixed_precision": None,
-        "seed": 0,
-        "log_every": 20,
-        "checkpoint_every": 1000,
-        "keep_checkpoints": 2,
-        # Accelerate trackers, comma-separated (tensorboard, wandb, mlflow, ...), under OUTPUT/logs; None: none
-        "log_with": None,
-    },
-}
+# --- declaring keys -----------------------------------------------------------------------------------------------
 
-CHOICES = {
-    "data.geometry": ("authors", "crop", "timm"),
-    "data.crop_fill": ("black", "mean"),
-    "data.saliency_resize": ("bicubic", "bilinear"),
-    "data.on_error": ("raise", "skip"),
-    "augment.arithmetic": ("uint8", "float"),
-    "augment.blur": ("torchvision", "wide"),
-    "fsae.absent": ("zero", "exclude"),
-    "fsae.teacher_mode": ("train", "eval"),
-    "optim.name": ("sgd", "adamw"),
-    "optim.schedule": ("poly", "cosine", "cosine_epoch"),
-    "train.mixed_precision": ("no", "fp16", "bf16"),
-}
-# Keys whose default is None, with the type they take when set.
-OPTIONAL = {
-    "method.pretrained_path": str,
-    "method.module": str,
-    "data.root": str,
-    "data.saliency_dir": str,
-    "fsae.boundary_weight": float,
-    "optim.schedule_steps": int,
-    "optim.cosine_epochs": int,
-    "optim.clip_grad_norm": float,
-    "train.mixed_precision": str,
-    "train.log_with": str,
-    "data.num_workers": int,
-}
-FREE_FORM = {"method.options"}
-# Fixed-length lists of numbers.
-LISTS = {"data.long_side": 2, "augment.weak_color_jitter": 4, "augment.strong_color_jitter": 4, "augment.blur_sigma": 2}
-# The ranges of the optimizer and loop keys both stages share (seg_config.SEG_RANGES too).
-TRAINING_RANGES = {
-    "optim.lr": "> 0",
-    "optim.weight_decay": ">= 0",
-    "optim.momentum": "[0, 1)",
-    "optim.poly_power": "> 0",
-    "optim.warmup_steps": ">= 0",
-    "train.batch_size": ">= 1",
-    "train.gradient_accumulation_steps": ">= 1",
-    "train.max_steps": ">= 1",
-    "train.seed": ">= 0",
-    "train.log_every": ">= 1",
-    "train.checkpoint_every": ">= 1",
-    "train.keep_checkpoints": ">= 1",
-}
-# The allowed range of every numeric key (of each number of a list); see ConfigSchema.ranges.
-RANGES = {
-    **TRAINING_RANGES,
-    "optim.warmup_epochs": ">= 0",
-    "optim.warmup_lr": ">= 0",
-    "optim.min_lr": ">= 0",
-    "optim.cosine_epochs": ">= 1",
-    "optim.clip_grad_norm": "> 0",
-    "data.crop_size": ">= 1",
-    "data.long_side": ">= 1",
-    "data.flip": "[0, 1]",
-    "data.num_workers": ">= 0",
-    "fsae.weight": ">= 0",
-    "fsae.start_step": ">= 0",
-    "fsae.conf_threshold": "[0, 1]",
-    "fsae.ring_threshold": "[0, 1]",
-    "fsae.ring_kernel": ">= 1",
-    "fsae.boundary_weight": ">= 0",
-    "fsae.ema_decay": "[0, 1)",
-    "augment.weak_color_jitter": ">= 0",
-    "augment.strong_color_jitter": ">= 0",
-    "augment.n_ops": ">= 0",
-    "augment.blur_sigma": "> 0",
-    "augment.p_blur": "[0, 1]",
-    "augment.solarize_max": "(0, 256]",
-    "augment.random_erasing": "[0, 1]",
-}
+
+def setting(default: Any, doc: str, *, allowed: str | None = None, length: int | None = None) -> Any:
+    """One config key, as a dataclass field: ``lr: float = setting(0.01, "the base lr", allowed="> 0")``.
+
+    Args:
+        default: the key's default (a list or dict is copied for every instance).
+        doc: its one-line comment (what it is, where the default comes from).
+        allowed: the range of a number (of each number of a list): ``"> 0"``, ``">= 1"``, ``"<= 1"`` or an interval
+            ``"[0, 1)"``; an optional key's None is always allowed.
+        length: a ``list[float]`` key's required length.
+    """
+    metadata = {"doc": doc, "allowed": allowed, "length": length}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def like(section: type, name: str, default: Any) -> Any:
+    """The field ``name`` of the dataclass ``section`` with another default (a stage's own value of a shared key)."""
+    base = section.__dataclass_fields__[name]
+    return setting(default, base.metadata["doc"], allowed=base.metadata["allowed"], length=base.metadata["length"])
+
+
+# --- the CAM stage's sections ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodSection:
+    """``method``: the CAM method and its network."""
+
+    name: str = setting("ppc", "a registered method (fsae.methods.list_methods(): ppc | sipe | mctformer | yours)")
+    module: str | None = setting(
+        None,
+        "a module imported before method.name and data.dataset are looked up: yours, registering a method "
+        "(fsae.methods.register_method) or a dataset (fsae.data.register_dataset), e.g. mypkg.toco",
+    )
+    backbone: str = setting("resnet38d", "a timm model name (fsae's resnet38d included; a .tag allowed)")
+    pretrained: bool = setting(False, "timm's published weights (needs internet)")
+    pretrained_path: str | None = setting(None, "local state dict / safetensors (see fsae.models.pretrained)")
+    options: dict[str, Any] = setting(
+        {}, "extra keyword arguments of the method class (checked against what it and its network accept)"
+    )
+
+
+@dataclass
+class CamDataSection:
+    """``data``: the CAM stage's training images and the geometry of their views."""
+
+    dataset: str = setting("voc", "a registered dataset (fsae.data.list_datasets(): voc | coco | yours)")
+    root: str | None = setting(None, "the VOC2012 / COCO2014 folder (--data-root)")
+    split: str = setting("train_aug", "the split trained on")
+    crop_size: int = setting(448, "side of the square training crop, in pixels", allowed=">= 1")
+    long_side: list[float] = setting(
+        [448, 768], "[min, max]: the long side is resized to a random length in it", allowed=">= 1", length=2
+    )
+    flip: float = setting(0.5, "horizontal-flip probability", allowed="[0, 1]")
+    num_workers: int | None = setting(
+        None, "loader worker processes per training process; None: the CPUs this process may use, at most 4",
+        allowed=">= 0",
+    )  # fmt: skip
+    on_error: Literal["raise", "skip"] = setting(
+        "raise",
+        "an unreadable image / mask / saliency map: raise (stop with the file's name) | skip (log it, train on the "
+        "next sample; the dataset counts the skipped files: fsae.data.SegmentationDataset.skipped)",
+    )
+    saliency_dir: str | None = setting(
+        None,
+        "folder of off-the-shelf saliency maps under data.root (VOC: e.g. SALImages; COCO: inside the split's "
+        'folder): PPC\'s EPS term L_sal (docs/method.md §4). None: no saliency ("PPC on SEAM")',
+    )
+    geometry: Literal["authors", "crop", "timm"] = setting(
+        "authors",
+        "where the views are cut (fsae.augment.views): authors = the loader delivers the resized, flipped image on "
+        "a (3, max_long, max_long) canvas plus the crop box, and each view is ColorJittered over the whole image "
+        "before the crop, as the authors' PIL pipeline; crop (ours) = the loader crops, views jitter the crop; "
+        "timm = MCTformer's view from timm's create_transform (random-resized crop, flip, RandAugment "
+        "augment.auto_augment, random erasing augment.random_erasing), FSAE's views made from it as in crop",
+    )
+    crop_fill: Literal["black", "mean"] = setting(
+        "black",
+        "crop pixels outside a smaller image: black (the authors' zero container) | mean (ImageNet mean, 0 after "
+        "normalisation; ours)",
+    )
+    saliency_resize: Literal["bicubic", "bilinear"] = setting(
+        "bicubic", "saliency map resampling with the image: bicubic (the authors' RandomResizeLong) | bilinear (ours)"
+    )
+
+
+@dataclass
+class FsaeSection:
+    """``fsae``: the FSAE expansion term and its EMA teacher (docs/method.md §2, fsae.losses.FSAELoss)."""
+
+    enabled: bool = setting(True, "the FSAE term on (false: the method alone, the baseline)")
+    weight: float = setting(1.0, "weight of the FSAE term in the loss", allowed=">= 0")
+    start_step: int = setting(
+        0, "FSAE term from this optimizer step on (the EMA teacher is updated from step 0)", allowed=">= 0"
+    )
+    conf_threshold: float = setting(
+        0.95, "tau_conf: the teacher confidence a pixel needs to be supervised", allowed="[0, 1]"
+    )
+    ring_threshold: float = setting(
+        0.8, "tau_ring: the teacher confidence a pixel of the ring around the confident foreground needs",
+        allowed="[0, 1]",
+    )  # fmt: skip
+    ring_kernel: int = setting(3, "odd window of the dilation that makes the ring (3 = one pixel)", allowed=">= 1")
+    absent: Literal["zero", "exclude"] = setting(
+        "zero", "absent classes' logits: zero (logit 0, the original) | exclude (-inf)"
+    )
+    boundary_weight: float | None = setting(
+        None,
+        "None: one CE over the union of both masks; lambda_b: mean(CE * M_conf) + lambda_b * mean(CE * M_ring)",
+        allowed=">= 0",
+    )
+    mask_student: bool = setting(
+        True, "label-mask the student's logits as the teacher's; False: the student's CE over its raw logits "
+        "(absent classes lowered too)",
+    )  # fmt: skip
+    ema_decay: float = setting(0.999, "decay of the EMA teacher", allowed="[0, 1)")
+    teacher_mode: Literal["train", "eval"] = setting("train", "train (dropout on, the original) | eval")
+
+
+@dataclass
+class AugmentSection:
+    """``augment``: the weak and strong views' photometric perturbations (fsae.augment)."""
+
+    weak_color_jitter: list[float] = setting(
+        [0.3, 0.3, 0.3, 0.1], "the weak view's ColorJitter: brightness, contrast, saturation, hue",
+        allowed=">= 0", length=4,
+    )  # fmt: skip
+    strong_color_jitter: list[float] = setting(
+        [0.3, 0.3, 0.3, 0.1], "the strong view's ColorJitter: brightness, contrast, saturation, hue",
+        allowed=">= 0", length=4,
+    )  # fmt: skip
+    n_ops: int = setting(5, "RandAugment ops of the strong view", allowed=">= 0")
+    blur_sigma: list[float] = setting(
+        [0.1, 2.0], "[min, max] of the strong view's Gaussian blur sigma", allowed="> 0", length=2
+    )
+    p_blur: float = setting(1.0, "strong-view blur probability: 1.0 the authors (always) | 0.5 ours", allowed="[0, 1]")
+    arithmetic: Literal["uint8", "float"] = setting(
+        "uint8",
+        "uint8 = every op on 8-bit levels with PIL's / torchvision's rounding, as the authors' PIL pipeline "
+        "(fsae.augment.levels) | float = continuous ops on [0, 1] values (ours, fsae.augment.functional)",
+    )
+    blur: Literal["torchvision", "wide"] = setting(
+        "torchvision",
+        "torchvision = the authors' GaussianBlur(k): k x k kernel, reflect border | wide = ours: 2*ceil(3 sigma_max)+1 "
+        "taps, replicate border",
+    )
+    blur_kernel_size: int = setting(
+        0,
+        "k of the torchvision blur: 0 = drawn once per run from train.seed as the authors (1, 3, 5 with "
+        "P .40/.40/.19; 1 = no blur) | a fixed odd k",
+    )
+    solarize_max: float = setting(
+        256.0,
+        "RandAugment Solarize threshold ~ U[0, solarize_max) levels: 256.0 the authors | 255.0 ours (U[0, 1])",
+        allowed="(0, 256]",
+    )
+    auto_augment: str = setting(
+        "rand-m9-mstd0.5-inc1", 'data.geometry timm only: timm\'s auto_augment string ("" = none)'
+    )
+    random_erasing: float = setting(
+        0.25,
+        "data.geometry timm only: random-erasing probability (pixel mode, one box, after the normalisation: the weak "
+        "view only)",
+        allowed="[0, 1]",
+    )
+
+
+# --- the sections both stages have ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimSection:
+    """``optim``: the optimizer and its per-step schedule (fsae.engine.trainer.build_optimizer / lr_factor)."""
+
+    name: Literal["sgd", "adamw"] = setting("sgd", "the optimizer (new layers at their lr_mult x optim.lr)")
+    lr: float = setting(0.01, "the base learning rate", allowed="> 0")
+    weight_decay: float = setting(0.0005, "weight decay", allowed=">= 0")
+    momentum: float = setting(0.9, "SGD's momentum", allowed="[0, 1)")
+    original_momentum_quirk: bool = setting(
+        False, "the original passed weight decay as SGD's momentum (a CAM-stage quirk of the authors' code)"
+    )
+    schedule: Literal["poly", "cosine"] = setting("poly", "poly | cosine (per step, to 0 at the end)")
+    poly_power: float = setting(0.9, "the poly schedule's power: lr x (1 - step / steps) ** poly_power", allowed="> 0")
+    warmup_steps: int = setting(0, "linear warm-up steps", allowed=">= 0")
+
+
+@dataclass
+class TrainSection:
+    """``train``: the training loop (fsae.engine.trainer.run_steps)."""
+
+    batch_size: int = setting(8, "global: split over processes and accumulation steps", allowed=">= 1")
+    gradient_accumulation_steps: int = setting(1, "batches accumulated into one optimizer step", allowed=">= 1")
+    max_steps: int = setting(20000, "optimizer steps", allowed=">= 1")
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = setting(
+        None, "no | fp16 | bf16 | None: the launcher's (accelerate launch --mixed_precision / its config file, else no)"
+    )
+    seed: int = setting(0, "the run's random seed", allowed=">= 0")
+    log_every: int = setting(20, "log every this many optimizer steps", allowed=">= 1")
+    checkpoint_every: int = setting(1000, "checkpoint every this many optimizer steps", allowed=">= 1")
+    keep_checkpoints: int = setting(2, "the newest checkpoints kept", allowed=">= 1")
+    log_with: str | None = setting(
+        None, "Accelerate trackers, comma-separated (tensorboard, wandb, mlflow, ...), under OUTPUT/logs; None: none"
+    )
+
+
+@dataclass
+class CamOptimSection(OptimSection):
+    """``optim`` of the CAM stage: :class:`OptimSection` plus the authors' schedule variants and clipping."""
+
+    schedule: Literal["poly", "cosine", "cosine_epoch"] = setting(
+        "poly",
+        "poly | cosine (per step, to 0 at the end) | cosine_epoch (MCTformer's timm CosineLRScheduler, stepped once "
+        "per epoch of len(dataset) // train.batch_size steps, with the absolute lrs below)",
+    )
+    schedule_steps: int | None = setting(
+        None,
+        "the optimizer steps the schedule spans (the authors' PolyOptimizer max_step); past it the lr stays at its "
+        "last value. None: train.max_steps (the lr reaches 0 at the end)",
+    )
+    warmup_epochs: int = setting(0, "cosine_epoch only: warm-up epochs from optim.warmup_lr", allowed=">= 0")
+    warmup_lr: float = setting(0.0, "cosine_epoch only: the warm-up's start lr (absolute, every group)", allowed=">= 0")
+    min_lr: float = setting(0.0, "cosine_epoch only: the cosine's floor lr (absolute, every group)", allowed=">= 0")
+    cosine_epochs: int | None = setting(
+        None, "cosine_epoch only: the cosine's length in epochs (None: ceil(train.max_steps / steps per epoch))",
+        allowed=">= 1",
+    )  # fmt: skip
+    epoch_lag: bool = setting(
+        True,
+        "cosine_epoch only: the authors' DeiT loop (epoch e trains at the schedule's value for e - 1; epochs 0 and 1 "
+        "at warmup_lr) | false: timm's own stepping (epoch e at value e)",
+    )
+    clip_grad_norm: float | None = setting(
+        None,
+        "clip the gradient norm (over all parameters, after unscaling under fp16) at this value before every "
+        "optimizer step, as SIPE's loop (clip_grad_norm_(model.parameters(), max_norm=1)); None: no clipping",
+        allowed="> 0",
+    )
+
+
+@dataclass
+class CamTrainSection(TrainSection):
+    """``train`` of the CAM stage: :class:`TrainSection` plus its own switches."""
+
+    compile: bool = setting(False, "torch.compile the training step (fsae.engine.trainer)")
+
+
+@dataclass
+class CamConfig:
+    """The CAM stage's config (``recipes/voc_fsae.py``, ``recipes/coco_fsae.py``): its defaults are :data:`DEFAULTS`."""
+
+    method: MethodSection = field(default_factory=MethodSection)
+    data: CamDataSection = field(default_factory=CamDataSection)
+    fsae: FsaeSection = field(default_factory=FsaeSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    optim: CamOptimSection = field(default_factory=CamOptimSection)
+    train: CamTrainSection = field(default_factory=CamTrainSection)
+
+
+# --- the schema -----------------------------------------------------------------------------------------------------
 
 
 def did_you_mean(dotted: str, known: Collection[str]) -> str:
@@ -235,20 +336,60 @@ def did_you_mean(dotted: str, known: Collection[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _fields(root: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """``(dotted key, field, resolved type)`` of every key of the config dataclass ``root`` (sections recursed)."""
+    hints = typing.get_type_hints(root)
+    for f in dataclasses.fields(root):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _fields(hint, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f, hint
+
+
+def _type_text(annotation: Any) -> str:
+    """An annotation as written: ``"int | None"`` (a string under ``from __future__ import annotations``), ``float``."""
+    if isinstance(annotation, str):
+        return annotation
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _key_type(hint: Any) -> tuple[type, tuple[Any, ...] | None, bool]:
+    """``(type, choices or None, optional)`` of a key's annotation: ``Literal["a", "b"] | None`` -> ``(str, ("a",
+    "b"), True)``; ``list[float]`` -> ``list``; ``dict[str, Any]`` -> ``dict``."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) != 1 or len(typing.get_args(hint)) != 2:
+            raise TypeError(f"a config key is one type or that type | None, got {hint}")
+        hint, optional = args[0], True
+    if typing.get_origin(hint) is Literal:
+        choices = typing.get_args(hint)
+        kinds = {type(c) for c in choices}
+        if len(kinds) != 1:
+            raise TypeError(f"the choices of a config key have one type, got {hint}")
+        return kinds.pop(), choices, optional
+    origin = typing.get_origin(hint) or hint
+    if origin not in (bool, int, float, str, list, dict):
+        raise TypeError(f"a config key is bool, int, float, str, a Literal, a list or a dict, got {hint}")
+    return origin, None, optional
+
+
 @dataclass(frozen=True)
 class ConfigSchema:
-    """What :func:`load_config` validates against.
+    """What :func:`load_config` validates against: the tables :meth:`of` compiles from a config dataclass.
 
     Attributes:
         defaults: the nested dict of every key with its default value; a key's type is its default's type.
         choices: dotted key -> the values allowed.
-        optional: dotted key whose default is None -> the type it takes when set.
+        optional: dotted key that may be None -> the type it takes when set.
         free_form: dotted keys whose value is a free mapping (its inner keys are not checked).
         lists: dotted key -> the required length of its list of numbers.
         extra_check: ``config -> None`` run after the per-key checks; raises :class:`ConfigError`.
         unknown_hint: ``(dotted key, known dotted keys) -> str`` appended to the unknown-key error.
         ranges: dotted numeric key -> its allowed range, ``"> 0"``, ``">= 1"`` or an interval ``"[0, 1)"``
             (for a list key: of each of its numbers); an optional key's None is always allowed.
+        root: the config dataclass the tables were compiled from (None: written as tables).
     """
 
     defaults: Mapping[str, Any]
@@ -259,10 +400,89 @@ class ConfigSchema:
     extra_check: Callable[[dict[str, Any]], None] | None = None
     unknown_hint: Callable[[str, Collection[str]], str] = did_you_mean
     ranges: Mapping[str, str] = field(default_factory=dict)
+    root: type | None = None
+
+    @classmethod
+    def of(
+        cls,
+        root: type,
+        extra_check: Callable[[dict[str, Any]], None] | None = None,
+        unknown_hint: Callable[[str, Collection[str]], str] = did_you_mean,
+    ) -> ConfigSchema:
+        """The schema of the config dataclass ``root``: one field per section, a dataclass whose fields (written
+        with :func:`setting`) are the keys; each key's default must have its annotated type (TypeError otherwise).
+        """
+        choices: dict[str, tuple[Any, ...]] = {}
+        optional: dict[str, type] = {}
+        free_form: set[str] = set()
+        lists: dict[str, int] = {}
+        ranges: dict[str, str] = {}
+        defaults = dataclasses.asdict(root())
+        for key, f, hint in _fields(root):
+            kind, allowed_values, may_be_none = _key_type(hint)
+            default = _lookup(defaults, key)
+            if not (type(default) is kind or (default is None and may_be_none)):
+                raise TypeError(f"{key}: the default {default!r} is not {_type_text(f.type)}")
+            if allowed_values is not None:
+                if default not in allowed_values and default is not None:
+                    raise TypeError(f"{key}: the default {default!r} is not one of {allowed_values}")
+                choices[key] = allowed_values
+            if may_be_none:
+                optional[key] = kind
+            if kind is dict:
+                free_form.add(key)
+            length = f.metadata.get("length")
+            if length is not None:
+                if kind is not list or len(default) != length:
+                    raise TypeError(f"{key}: length {length} is for a list default of that length, got {default!r}")
+                lists[key] = length
+            spec = f.metadata.get("allowed")
+            if spec is not None:
+                if kind not in (int, float, list):
+                    raise TypeError(f"{key}: a range is for a number or a list of numbers, not {_type_text(f.type)}")
+                try:
+                    _check_range(key, default, spec)
+                except ConfigError as err:  # the default out of its own range
+                    raise TypeError(f"{err} (its default)") from None
+                ranges[key] = spec
+        return cls(
+            defaults=defaults,
+            choices=choices,
+            optional=optional,
+            free_form=frozenset(free_form),
+            lists=lists,
+            extra_check=extra_check,
+            unknown_hint=unknown_hint,
+            ranges=ranges,
+            root=root,
+        )
 
     def known(self) -> dict[str, Any]:
         """The flat ``{dotted key: default}`` of :attr:`defaults`."""
         return _flatten(self.defaults, self.free_form)
+
+    def docs(self) -> dict[str, str]:
+        """``{dotted key: its one-line comment}`` (empty for a schema written as tables)."""
+        return {} if self.root is None else {key: f.metadata.get("doc", "") for key, f, _ in _fields(self.root)}
+
+    def reference(self) -> str:
+        """One line per key: ``optim.lr: float = 0.01 (> 0) -- the base learning rate``."""
+        if self.root is None:
+            return "\n".join(f"{key} = {value!r}" for key, value in self.known().items())
+        known, lines = self.known(), []
+        for key, f, _ in _fields(self.root):
+            meta = f.metadata
+            length = f", {meta['length']} numbers" if meta.get("length") else ""
+            allowed = f" ({meta['allowed']})" if meta.get("allowed") else ""
+            lines.append(f"{key}: {_type_text(f.type)}{length} = {known[key]!r}{allowed} -- {meta.get('doc', '')}")
+        return "\n".join(lines)
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    """``tree[a][b]`` for ``dotted = "a.b"``."""
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
 
 
 def _flatten(tree: Mapping[str, Any], free_form: Collection[str], prefix: str = "") -> dict[str, Any]:
@@ -466,7 +686,7 @@ METHOD_FIXED = {
 
 
 def _check_cam(config: dict[str, Any]) -> None:
-    """The CAM stage's value checks beyond types and :data:`RANGES` (checked first)."""
+    """The CAM stage's value checks beyond the types, choices and ranges of :class:`CamConfig` (checked first)."""
     schedule_steps = config["optim"]["schedule_steps"]
     if schedule_steps is not None and schedule_steps < 1:
         raise ConfigError(f"optim.schedule_steps must be >= 1 (or null), got {schedule_steps}")
@@ -522,15 +742,9 @@ def check_registered(config: dict[str, Any]) -> type:
         raise ConfigError(f"method.name: {err}") from None
 
 
-CAM_SCHEMA = ConfigSchema(
-    defaults=DEFAULTS,
-    choices=CHOICES,
-    optional=OPTIONAL,
-    free_form=FREE_FORM,
-    lists=LISTS,
-    extra_check=_check_cam,
-    ranges=RANGES,
-)
+CAM_SCHEMA = ConfigSchema.of(CamConfig, extra_check=_check_cam)
+#: Every key of the CAM stage with its default, as the nested dict :func:`load_config` returns.
+DEFAULTS: dict[str, Any] = CAM_SCHEMA.defaults  # type: ignore[assignment]
 
 
 def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
@@ -553,15 +767,81 @@ def _yaml_where(err: yaml.YAMLError, one_line: bool = False) -> str:
     return f" at {where}: {problem}"
 
 
+BASE_KEY = "_base_"
+
+
+def _nest(loaded: Mapping[Any, Any]) -> dict[str, Any]:
+    """A file's top level with its dotted keys as sections: ``{"optim.lr": 1}`` -> ``{"optim": {"lr": 1}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in loaded.items():
+        first, *rest = str(key).split(".")
+        for part in reversed(rest):
+            value = {part: value}
+        nested = _merge(nested, {first: value})
+    return nested
+
+
+def _merge(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: a mapping over a mapping merges key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """:func:`read_config_file` of ``path``, reached through the files of ``chain`` (their ``_base_``)."""
+    chain = (*chain, path)
+    shown = " -> ".join(str(p) for p in chain)
+    via = f" (_base_ chain: {shown})" if len(chain) > 1 else ""
+    if any(path.resolve() == earlier.resolve() for earlier in chain[:-1]):
+        raise ConfigError(f"_base_ cycle: {shown}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}{via}")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(err)}{via}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping{via}")
+    bases = loaded.pop(BASE_KEY, [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name or a list of file names, got {bases!r}{via}")
+    merged: dict[str, Any] = {}
+    for base in bases:  # relative to the file that names it; later bases over earlier ones
+        merged = _merge(merged, _read(Path(os.path.normpath(path.parent / base)), chain))
+    return _merge(merged, _nest(loaded))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The keys a YAML config file sets, without the defaults: its own keys deep-merged over those of its
+    ``_base_`` files (each read the same way; a list merged in order, the later over the earlier).
+
+    ``_base_`` is a path relative to the file (or a list of them); a mapping of the file merges into the base's
+    mapping at the same key, any other value (a number, a string, a list) replaces it.  Dotted top-level keys are
+    sections (``optim.lr: 0.1`` is ``optim: {lr: 0.1}``).
+
+    Raises:
+        ConfigError: a missing or invalid file, a bad ``_base_``, a ``_base_`` cycle (the message names the chain
+            of files).
+    """
+    return _read(Path(path), ())
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str | tuple[str, Any]] = (),
     schema: ConfigSchema = CAM_SCHEMA,
 ) -> dict[str, Any]:
-    """``schema.defaults`` <- YAML file <- ``key=value`` overrides (values parsed as YAML), validated.
+    """``schema.defaults`` <- YAML file (over its ``_base_`` files) <- ``key=value`` overrides, validated.
 
     Args:
-        path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys), or None.
+        path: a YAML file whose top level is a mapping (sections may be nested mappings or dotted keys; ``_base_``:
+            the files it starts from, see :func:`read_config_file`), or None.
         overrides: ``"a.b=value"`` strings (the value parsed as YAML), or ``("a.b", value)`` pairs (the value as
             is: paths and flags from a command line), applied in order after the file.
         schema: the keys, types and checks; :data:`CAM_SCHEMA` (the CAM stage) by default.
@@ -574,16 +854,7 @@ def load_config(
     """
     config = copy.deepcopy(dict(schema.defaults))
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML{_yaml_where(err)}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        for key, value in loaded.items():
+        for key, value in read_config_file(path).items():
             _set(config, str(key), value, schema)
     for item in overrides:
         if isinstance(item, tuple):  # (key, value) from a command-line flag: the value as given, never YAML

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
-import yaml
 
-from fsae.engine import DEFAULTS, ConfigError, load_config, load_seg_config
-from fsae.engine.config import ConfigSchema, set_key
+from fsae.engine import DEFAULTS, SEG_DEFAULTS, ConfigError, load_config, load_seg_config
+from fsae.engine.config import (
+    CAM_SCHEMA,
+    CamConfig,
+    ConfigSchema,
+    OptimSection,
+    TrainSection,
+    read_config_file,
+    set_key,
+    setting,
+)
+from fsae.engine.seg_config import SEG_SCHEMA, SegConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
@@ -52,8 +65,9 @@ AUTHORS_STRONG = {"p_blur": 1.0, "blur": "torchvision", "blur_kernel_size": 0, "
 
 @pytest.mark.parametrize("name", ["voc_ppc_fsae", "voc_ppc_baseline", "coco_ppc_fsae", "coco_ppc_baseline"])
 def test_ppc_paper_configs_name_the_authors_views(name):
-    """Written in the file (not only inherited from DEFAULTS), so a change of the defaults cannot move them."""
-    raw = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+    """Written in the file or its _base_ files (not only inherited from DEFAULTS), so a change of the defaults
+    cannot move them."""
+    raw = read_config_file(CONFIG_DIR / f"{name}.yaml")
     for section, values in AUTHORS_VIEWS.items():
         assert {k: raw[section][k] for k in values} == values
     if name.endswith("fsae"):
@@ -308,3 +322,157 @@ def test_clip_grad_norm_is_off_by_default_and_positive_when_set():
     for bad in ("0", "-1.0", "yes"):
         with pytest.raises(ConfigError, match="optim.clip_grad_norm must be"):
             load_config(None, [f"optim.clip_grad_norm={bad}"])
+
+
+# --- typed sections: the dataclasses a schema is compiled from ---------------------------------------------------
+
+
+@dataclass
+class _Net:
+    depth: int = setting(2, "layers")
+    width: int = setting(8, "channels")
+    act: Literal["relu", "gelu"] = setting("relu", "activation")
+    extra: dict[str, Any] = setting({}, "free keyword arguments")
+
+
+@dataclass
+class _Run:
+    lr: float = setting(0.1, "learning rate")
+    size: list[float] = setting([1, 2], "height, width", length=2)
+    out: str | None = setting(None, "output folder")
+    flag: bool = setting(False, "a switch")
+
+
+@dataclass
+class _Small:
+    net: _Net = field(default_factory=_Net)
+    run: _Run = field(default_factory=_Run)
+
+
+def test_a_typed_schema_compiles_to_the_tables():
+    typed = ConfigSchema.of(_Small, extra_check=_check_small, unknown_hint=SMALL.unknown_hint)
+    for name in ("defaults", "choices", "optional", "lists", "ranges", "extra_check", "unknown_hint"):
+        assert getattr(typed, name) == getattr(SMALL, name), name
+    assert set(typed.free_form) == set(SMALL.free_form) and typed.root is _Small
+    assert typed.docs() == {
+        "net.depth": "layers", "net.width": "channels", "net.act": "activation", "net.extra": "free keyword arguments",
+        "run.lr": "learning rate", "run.size": "height, width", "run.out": "output folder", "run.flag": "a switch",
+    }  # fmt: skip
+    assert load_config(None, ["net.act=gelu", "run.out=x"], schema=typed) == load_config(
+        None, ["net.act=gelu", "run.out=x"], schema=SMALL
+    )
+    assert _Small().net.extra is not _Small().net.extra  # each instance its own mutable default
+
+
+@pytest.mark.parametrize(
+    ("annotation", "default", "kwargs", "message"),
+    [
+        (float, 1, {}, "the default 1 is not float"),  # an int default would make the key an int
+        (Literal["a", "b"], "c", {}, r"the default 'c' is not one of \('a', 'b'\)"),
+        (list[float], [1.0], {"length": 2}, "length 2 is for a list default of that length"),
+        (tuple, (1, 2), {}, "a config key is bool, int, float, str, a Literal, a list or a dict"),
+        (int | str, 1, {}, "a config key is one type or that type | None"),
+        (Literal["a", 1], "a", {}, "the choices of a config key have one type"),
+        (float, 0.0, {"allowed": "> 0"}, r"^s.key must be > 0, got 0.0 \(its default\)$"),
+        (list[float], [0.5, 2.0], {"allowed": "[0, 1]"}, r"s.key must be a list of numbers in \[0, 1\]"),
+        (str, "a", {"allowed": "> 0"}, "a range is for a number or a list of numbers, not str"),
+    ],
+)
+def test_a_default_must_have_its_annotated_type(annotation, default, kwargs, message):
+    section = make_dataclass("S", [("key", annotation, setting(default, "a key", **kwargs))])
+    root = make_dataclass("R", [("s", section, field(default_factory=section))])
+    with pytest.raises(TypeError, match=message):
+        ConfigSchema.of(root)
+
+
+@pytest.mark.parametrize("schema", [CAM_SCHEMA, SEG_SCHEMA], ids=["cam", "seg"])
+def test_every_key_has_its_comment(schema):
+    docs = schema.docs()
+    assert list(docs) == list(schema.known()) and all(docs.values())
+    lines = schema.reference().splitlines()
+    assert len(lines) == len(docs)
+    assert "optim.lr: float = " in schema.reference() and "(> 0) -- the base learning rate" in schema.reference()
+
+
+def test_the_stages_share_the_optim_and_train_sections():
+    """One declaration of the shared keys: same types, ranges and comments, a stage's own default where it differs."""
+    hints = {name: typing.get_type_hints(cls) for name, cls in (("cam", CamConfig), ("seg", SegConfig))}
+    for section, shared in (("optim", OptimSection), ("train", TrainSection)):
+        assert issubclass(hints["cam"][section], shared) and issubclass(hints["seg"][section], shared)
+        for f in dataclasses.fields(shared):
+            key = f"{section}.{f.name}"
+            if key != "optim.schedule":  # the CAM stage adds cosine_epoch
+                assert CAM_SCHEMA.choices.get(key) == SEG_SCHEMA.choices.get(key), key
+            assert CAM_SCHEMA.ranges.get(key) == SEG_SCHEMA.ranges.get(key), key
+            assert CAM_SCHEMA.docs()[key] == SEG_SCHEMA.docs()[key] or key == "optim.schedule", key
+    assert (DEFAULTS["optim"]["lr"], SEG_DEFAULTS["optim"]["lr"]) == (0.01, 0.001)
+    assert (DEFAULTS["train"]["batch_size"], SEG_DEFAULTS["train"]["batch_size"]) == (8, 10)
+
+
+# --- _base_: config files over other files ------------------------------------------------------------------------
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_base_files_are_deep_merged_under_the_file(tmp_path):
+    _write(tmp_path, {
+        "_base/root.yaml": "net: {depth: 1, extra: {a: 1, b: {c: 2}}}\nrun: {lr: 0.5, size: [3, 4]}\n",
+        "_base/mid.yaml": "_base_: root.yaml\nrun.out: mid\nnet: {extra: {b: {d: 3}}}\n",
+        "other.yaml": "run: {flag: true, out: other}\n",
+        "child.yaml": "_base_: [_base/mid.yaml, other.yaml]\nrun: {size: [5, 6]}\nnet.act: gelu\n",
+    })  # fmt: skip
+    raw = read_config_file(tmp_path / "child.yaml")
+    assert raw == {
+        "net": {"depth": 1, "extra": {"a": 1, "b": {"c": 2, "d": 3}}, "act": "gelu"},  # mappings merge
+        "run": {"lr": 0.5, "size": [5, 6], "out": "other", "flag": True},  # a list replaces; the later base wins
+    }
+    config = load_config(tmp_path / "child.yaml", ["run.lr=0.25"], schema=SMALL)  # --set last
+    assert config["run"] == {"lr": 0.25, "size": [5, 6], "out": "other", "flag": True}
+    assert config["net"] == {"depth": 1, "width": 8, "act": "gelu", "extra": {"a": 1, "b": {"c": 2, "d": 3}}}
+
+
+def test_a_shared_base_is_no_cycle(tmp_path):
+    _write(tmp_path, {"d.yaml": "run: {lr: 1}\n", "b.yaml": "_base_: d.yaml\n", "c.yaml": "_base_: d.yaml\n",
+                      "a.yaml": "_base_: [b.yaml, c.yaml]\n"})  # fmt: skip
+    assert read_config_file(tmp_path / "a.yaml") == {"run": {"lr": 1}}
+
+
+def test_base_errors_name_the_chain_of_files(tmp_path):
+    _write(tmp_path, {
+        "a.yaml": "_base_: b.yaml\n", "b.yaml": "_base_: [ok.yaml, a.yaml]\n", "ok.yaml": "run: {lr: 1}\n",
+        "self.yaml": "_base_: ./self.yaml\n", "missing.yaml": "_base_: sub/nope.yaml\n",
+        "number.yaml": "_base_: 3\n", "bad.yaml": "_base_: broken.yaml\n", "broken.yaml": "run: [\n",
+        "list.yaml": "_base_: top.yaml\n", "top.yaml": "- 1\n", "inner.yaml": "run: {_base_: ok.yaml}\n",
+        "unknown.yaml": "_base_: typo.yaml\n", "typo.yaml": "run: {lrr: 1}\n",
+    })  # fmt: skip
+    a, b, t = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path
+    cases = {
+        "a.yaml": f"_base_ cycle: {a} -> {b} -> {a}",
+        "self.yaml": f"_base_ cycle: {t / 'self.yaml'} -> {t / 'self.yaml'}",
+        "missing.yaml": f"config file not found: {t / 'sub/nope.yaml'} (_base_ chain: {t / 'missing.yaml'} -> "
+        f"{t / 'sub/nope.yaml'})",
+        "number.yaml": f"{t / 'number.yaml'}: _base_ must be a file name or a list of file names, got 3",
+        "bad.yaml": f"{t / 'broken.yaml'}: not valid YAML at line 2, column 1: expected the node content, but found "
+        f"'<stream end>' (_base_ chain: {t / 'bad.yaml'} -> {t / 'broken.yaml'})",
+        "list.yaml": f"{t / 'top.yaml'}: the top level must be a mapping (_base_ chain: {t / 'list.yaml'} -> "
+        f"{t / 'top.yaml'})",
+        "inner.yaml": "unknown config key 'run._base_' [8 keys]",  # only a file's top level names bases
+        "unknown.yaml": "unknown config key 'run.lrr' [8 keys]",
+    }
+    for name, message in cases.items():
+        with pytest.raises(ConfigError) as err:
+            load_config(tmp_path / name, schema=SMALL)
+        assert str(err.value) == message, name
+
+
+def test_train_compile_is_a_cam_stage_switch_off_by_default():
+    assert DEFAULTS["train"]["compile"] is False
+    assert load_config(None, ["train.compile=true"])["train"]["compile"] is True
+    with pytest.raises(ConfigError, match="^train.compile must be bool, got 1$"):
+        load_config(None, ["train.compile=1"])
+    with pytest.raises(ConfigError, match="unknown config key 'train.compile'"):
+        load_seg_config(None, ["train.compile=true"])
