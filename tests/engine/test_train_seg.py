@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -260,12 +259,10 @@ def test_two_processes_split_the_batch_and_the_evaluation(toy_root, pseudo, tmp_
     # Two gloo processes on the CPU (torchrun + ACCELERATE_USE_CPU: Accelerate's MULTI_CPU): the global batch of 4
     # is 2 per process, the val ids are sharded and the confusion matrices summed, so the metrics equal a
     # one-process evaluation of the same weights.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "ddp"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(port), str(ROOT / "recipes" / "train_seg.py")]  # fmt: skip
+    # --standalone: torchrun's own rendezvous on a port it binds itself (no free port probed, closed and raced for)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(ROOT / "recipes" / "train_seg.py")]  # fmt: skip
     common = ["--config", str(TOY_CONFIG), "--data-root", str(toy_root), "--no-progress", *tiny_args()]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}  # what `accelerate launch --cpu` sets
     result = subprocess.run([*launch, *common, "--pseudo-labels", str(pseudo), "--output-dir", str(out),
