@@ -34,14 +34,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fsae.augment import imagenet_normalize
 from fsae.data.toy import load_toy_sample
 from fsae.data.voc import VOCSegmentation
 from fsae.infer._scales import summed_scale_probs
 from fsae.infer.checkpoint import load_cam_model
 from fsae.ops import cam_normalize, cams_to_labels
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 OBJECT_KEYS = ("class@part", "class@body", "bg@part", "bg@body", "norm@body", "seed@part", "seed@body")
 BACKGROUND_KEYS = ("bg@bg", "seed fp@bg", "fp@near", "fp@far")
 
@@ -87,7 +86,7 @@ def measure(model: torch.nn.Module, args: argparse.Namespace, root: Path) -> dic
     for index in range(len(dataset) if args.limit is None else min(args.limit, len(dataset))):
         item = dataset[index]
         sample = load_toy_sample(root, item["id"])
-        image = (item["image"].float().unsqueeze(0) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+        image = imagenet_normalize(item["image"].float().unsqueeze(0) / 255)
         probs = summed_scale_probs(model, image, scales, True, _check_logits)[0] / (2 * len(scales))
         labels = item["labels"].unsqueeze(0)
         norm = cam_normalize(probs[1:].unsqueeze(0), labels)

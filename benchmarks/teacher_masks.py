@@ -33,12 +33,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from fsae.augment import imagenet_normalize
 from fsae.data.voc import VOCSegmentation
 from fsae.infer.checkpoint import load_cam_model
 from fsae.ops import expansion_masks
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 COUNTS = ("pixels", "conf", "conf_ok", "conf_bg", "conf_bg_ok", "conf_fg", "conf_fg_ok", "ring", "ring_ok",
           "ring_fg", "objects", "objects_ok", "images", "images_fg")  # fmt: skip
 GROUPS = ("all", "1 class", "2+ classes")
@@ -117,7 +116,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
         scale = args.long_side / max(image.shape[-2:])
         image = F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=False)
         # with the image labels, as the trainer's teacher (a background-free method builds its background from them)
-        logits = model.cam_logits((image - IMAGENET_MEAN) / IMAGENET_STD, item["labels"].unsqueeze(0))
+        logits = model.cam_logits(imagenet_normalize(image), item["labels"].unsqueeze(0))
         gt = F.interpolate(item["mask"][None, None].float(), size=logits.shape[-2:], mode="nearest")[0, 0].long()
         group = "1 class" if int((item["labels"] != 0).sum()) == 1 else "2+ classes"
         for setting in settings:

@@ -18,7 +18,7 @@ view), so every method gets it the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -35,12 +35,10 @@ class StepOutput:
         losses: the base loss terms, already weighted; their sum is ``L_base``.
         strong_logits: ``(B, C+1, h, w)`` student CAM logits on the strong view
             (None when no strong view was given).
-        extras: detached tensors worth logging (e.g. image-level scores).
     """
 
     losses: dict[str, torch.Tensor]
     strong_logits: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def base_loss(self) -> torch.Tensor:

@@ -176,8 +176,7 @@ class MCTformerMethod(WSSSMethod):
         out = self.net(images, attention="none")
         losses = mctformer_loss(out.token_logits, out.patch_cam, labels)
         strong_logits = None if strong is None else self._student_logits(strong, labels)
-        extras = {"token_logits": out.token_logits.detach(), "patch_logits": out.patch_logits.detach()}
-        return StepOutput(losses=losses, strong_logits=strong_logits, extras=extras)
+        return StepOutput(losses=losses, strong_logits=strong_logits)
 
     def cam_logits(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """float32 ``(B, C+1, h, w)`` CAM logits (channel 0 = background) at the patch grid (H/16, W/16).

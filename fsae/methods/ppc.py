@@ -141,8 +141,7 @@ class PPCMethod(WSSSMethod):
             ]
             total = (terms[0] + terms[1]) / 2 + (terms[2] + terms[3]) / 2
             losses["sal"] = total if self.saliency_total == "sum" else total / 2
-        extras = {"image_logits": image_logits[0].detach()}
-        return StepOutput(losses, out1.get("extra_cam_logits"), extras)
+        return StepOutput(losses, out1.get("extra_cam_logits"))
 
     def parameter_groups(self) -> list[dict]:
         new = {id(p) for module in self.net.new_modules() for p in module.parameters()}

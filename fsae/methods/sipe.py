@@ -149,11 +149,7 @@ class SIPEMethod(WSSSMethod):
         out = self.net(images, labels, valid_mask=valid_mask)
         losses = sipe_loss(out["score"], labels, out["norm_cam"], out["is_cam"])
         strong_logits = self.cam_logits(strong, labels) if strong is not None else None
-        extras = {
-            "score": out["score"].detach(),
-            "seed_fraction": (out["seeds"][:, 1:].sum(dim=1) > 0).float().mean().detach(),
-        }
-        return StepOutput(losses=losses, strong_logits=strong_logits, extras=extras)
+        return StepOutput(losses=losses, strong_logits=strong_logits)
 
     @torch.no_grad()
     def authors_cams(

@@ -197,12 +197,32 @@ def test_levels_divide_exactly_on_every_device(device: str) -> None:
     assert torch.equal(got, torch.tensor([k / 255 for k in range(256)], dtype=torch.float64).float())
 
 
+def posterize_on_levels(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """The oracle: PIL's posterize table ``level & ~(2 ** (8 - bits) - 1)`` on the nearest 8-bit level
+    ``round(255 x)`` (the level a uint8 image would hold), back to ``level / 255``; per-sample ``bits``."""
+    levels = torch.round(x.double() * 255).long()
+    keep = torch.tensor([~((1 << (8 - int(b))) - 1) for b in bits.tolist()]).view(-1, 1, 1, 1)
+    return (levels & keep).float() / 255
+
+
+def test_posterize_keeps_the_top_bits_of_the_nearest_level(device: str) -> None:
+    """Every level 0..255, exactly on it and off it (continuous values that float ops leave, never at half a level),
+    under 1..8 bits, against the oracle's integer bit mask."""
+    offsets = torch.tensor([-0.3, -1e-3, 0.0, 1e-3, 0.3], dtype=torch.float64)
+    values = ((torch.arange(256, dtype=torch.float64)[:, None] + offsets) / 255).clamp(0, 1).float()
+    bits = torch.arange(1.0, 9.0)
+    x = values.reshape(1, 1, 32, 40).expand(len(bits), 3, 32, 40).contiguous()
+    expected = posterize_on_levels(x, bits)
+    assert torch.equal(_run("posterize", x, bits, device), expected)
+    # each bit count keeps 2 ** bits levels, the multiples of 2 ** (8 - bits)
+    assert [len(torch.unique(expected[i])) for i in range(len(bits))] == [2**b for b in range(1, 9)]
+
+
 def test_levels_are_rounded_not_truncated() -> None:
-    """Continuous input just below a level (float ops leave such values): kornia reads floor(255 x) and
-    drops a level, a whole posterize step here; PIL's uint8 image would hold the level, so we round."""
+    """Continuous input just below a level (float ops leave such values): truncating 255 x (kornia's posterize does)
+    would drop a level, a whole posterize step here; PIL's uint8 image would hold the level, so we round."""
     x = torch.full((1, 3, 4, 4), 16 / 255 - 1e-6)
     assert torch.equal(AF.posterize_(x.clone(), torch.tensor([4.0])), torch.full_like(x, 16 / 255))
-    assert torch.equal(kornia.enhance.posterize(x, 4), torch.zeros_like(x))  # kornia's semantics, pinned
     y = torch.linspace(0, 1, 256).mul(255).round().div(255).view(1, 1, 16, 16).expand(1, 3, 16, 16) - 1e-6
     y = y.clamp(0, 1)
     assert torch.equal(AF.equalize_(y.clone()), AF.equalize_((y * 255).round() / 255))

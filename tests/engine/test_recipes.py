@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -172,11 +171,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(toy_root, tmp_path):
 def test_two_cpu_processes_keep_identical_parameters(toy_root, tmp_path):
     # Two gloo processes on the CPU (torchrun; Accelerate picks the environment up: MULTI_CPU).
     worker = str(Path(__file__).parent / "ddp_worker.py")
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(port)]  # fmt: skip
+    # --standalone: torchrun's own rendezvous on a port it binds itself (no free port probed, closed and raced for)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = run([*launch, worker, str(toy_root), str(tmp_path)], timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout, result.stdout

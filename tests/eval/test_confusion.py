@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -203,12 +202,9 @@ def test_reduce_asks_the_accelerator_for_a_sum_and_is_a_no_op_alone():
 def test_two_processes_reduce_to_the_single_process_result(tmp_path, backend):
     pred, gt = make_maps(8, (7, 21, 26))  # an odd number of images: the ranks get different amounts of data
     np.savez(tmp_path / "data.npz", pred=pred, gt=gt)
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     worker = Path(__file__).parent / "confusion_worker.py"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(port)]  # fmt: skip
+    # --standalone: torchrun's own rendezvous on a port it binds itself (no free port probed, closed and raced for)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [*launch, str(worker), str(tmp_path / "data.npz"), str(tmp_path), str(K), backend],

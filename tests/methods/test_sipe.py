@@ -213,7 +213,7 @@ def test_fsae_attached_end_to_end():
     teacher = EMATeacher(method)
     images, labels = batch()
     step = method.training_step(images, labels, strong=images * 0.8)
-    assert isinstance(step, StepOutput) and set(step.extras) == {"score", "seed_fraction"}
+    assert isinstance(step, StepOutput) and set(step.losses) == {"cls", "gsc"}
     assert step.strong_logits.shape == (B, C + 1, H, H)
     teacher_logits = teacher(images, labels, cam_only=True)  # as the trainer calls it
     assert teacher_logits.shape == (B, C + 1, H, H) and not teacher_logits.requires_grad
