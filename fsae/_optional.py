@@ -12,11 +12,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
-__all__ = ["EXTRAS", "MissingExtraError", "check", "lazy", "require"]
+__all__ = ["EXTRAS", "MissingExtraError", "check", "require"]
 
 #: extra -> {top-level module: distribution that provides it}; keep in step with pyproject.toml.
 EXTRAS: dict[str, dict[str, str]] = {
@@ -76,15 +74,3 @@ def check(part: str, extra: str, *modules: str) -> None:
     for module in modules or tuple(EXTRAS[extra]):
         if not _installed(module):
             raise _error(module, extra, part)
-
-
-def lazy(module: str, attr: str, extra: str, part: str) -> Callable[..., Any]:
-    """A function that imports ``module`` on its first call and forwards to ``module.attr``
-    (for a dependency that only one code path of an otherwise core module uses)."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(require(module, extra, part), attr)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = attr
-    call.__doc__ = f"``{module}.{attr}``, imported on first use (``fsae[{extra}]``)."
-    return call

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import fsae._optional as optional
-from fsae._optional import MissingExtraError, check, lazy, require
+from fsae._optional import MissingExtraError, check, require
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_MODULES = ("accelerate", "timm", "yaml", "tqdm", "safetensors", "kornia", "pydensecrf", "torchvision", "PIL")
@@ -126,15 +126,11 @@ def test_require_imports_or_names_the_extra(tmp_path, monkeypatch):
     assert not isinstance(info.value, MissingExtraError) and info.value.name == "fsae_absent_inner"
 
 
-def test_check_and_lazy(monkeypatch):
+def test_check(monkeypatch):
     check("fsae.x", "train", "math", "os")
     monkeypatch.setitem(optional.EXTRAS, "demo", {"math": "math", "fsae_absent_dist": "fsae-absent"})
     with pytest.raises(MissingExtraError, match=r"^fsae\.x needs fsae-absent: pip install 'fsae\[demo\]'$"):
         check("fsae.x", "demo")
-    sqrt = lazy("math", "sqrt", "demo", "fsae.x")
-    assert sqrt.__name__ == "sqrt" and sqrt(9.0) == 3.0
-    with pytest.raises(MissingExtraError, match="fsae.x needs fsae-absent"):
-        lazy("fsae_absent_dist", "f", "demo", "fsae.x")()
 
 
 def test_extras_match_pyproject():
