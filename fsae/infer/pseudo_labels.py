@@ -60,7 +60,7 @@ from fsae.errors import ConfigError
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
 from fsae.infer.cams import SCALE_RESIZES, multiscale_cams
-from fsae.infer.checkpoint import _locate, load_cam_model
+from fsae.infer.checkpoint import load_cam_model, locate_run_files
 from fsae.infer.crf import crf_masks
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
 from fsae.methods import import_method_module
@@ -373,7 +373,7 @@ def _resolve_sources(
     if checkpoint is not None:
         if weights not in ("model", "teacher"):
             raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
-        config_file, _ = _locate(Path(checkpoint), weights)
+        config_file, _ = locate_run_files(checkpoint, weights)
         run_config = yaml.safe_load(config_file.read_text()) or {}
         # the run's own module may register its dataset
         import_method_module(run_config.get("method", {}).get("module"), key=f"{config_file}: method.module")

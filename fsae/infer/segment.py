@@ -267,10 +267,10 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tupl
     from safetensors.torch import load_file
 
     from fsae.errors import ConfigError
-    from fsae.infer.checkpoint import _locate
+    from fsae.infer.checkpoint import locate_run_files
     from fsae.models.deeplab import build_segmenter
 
-    config_file, weights_file = _locate(Path(path), "model")
+    config_file, weights_file = locate_run_files(path, "model")
     config = yaml.safe_load(config_file.read_text())
     if "model" not in config:
         raise ConfigError(f"{config_file} is not a segmentation run (no model section; a CAM run?)")
