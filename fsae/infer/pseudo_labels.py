@@ -55,7 +55,6 @@ import yaml
 
 from fsae.data import DatasetError, get_dataset
 from fsae.data.palette import IGNORE_INDEX, write_label_png
-from fsae.engine.rundir import check_writable
 from fsae.errors import ConfigError
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
@@ -65,6 +64,7 @@ from fsae.infer.crf import crf_masks
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
 from fsae.methods import import_method_module
 from fsae.ops import cams_to_labels
+from fsae.paths import check_writable
 
 __all__ = [
     "CAM_SOURCES",
