@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -266,16 +265,19 @@ def test_the_clean_alternatives_are_named_options(first_run, run_dir, tmp_path):
     assert metrics_of(first_run)["scale_resize"] == "pil-bicubic"  # the default
 
 
+def script_env() -> dict[str, str]:
+    """The environment of a recipe run as a script: one thread (bit-identical CAMs) and this checkout's fsae
+    first on the path (a script's own folder, recipes/, is its sys.path[0], not the checkout)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
 def test_two_processes_give_the_same_metrics_and_files(first_run, run_dir, tmp_path):
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(port)]  # fmt: skip
+    # --standalone: torchrun picks a free rendezvous port itself (a port probed and closed here could be taken)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     out = tmp_path / "two"
     args = [str(RECIPE), "--checkpoint", str(run_dir), "--output-dir", str(out), "--save-cams", *COMMON]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=script_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("done: 6 images") == 1, result.stdout  # the main process reports
     assert json.loads((out / "args.json").read_text())["num_processes"] == 2
@@ -342,7 +344,7 @@ def test_an_empty_split_or_a_file_as_output_is_one_line_before_work(run_dir, toy
 def test_the_script_reports_a_missing_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, str(RECIPE), "--checkpoint", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=script_env(),
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'none'}"
