@@ -2,7 +2,7 @@
 
     python recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train --eval --output-dir runs/pl
     accelerate launch recipes/make_pseudo_labels.py --checkpoint runs/voc_ppc_fsae --split train_aug \\
-        --workers 4 --output-dir runs/pl_train_aug
+        --workers 4 --loader-workers 4 --output-dir runs/pl_train_aug
 
 Writes ``seeds/<id>.png``, ``masks/<id>.png`` (VOC palette PNGs, the CRF masks being what the second stage
 trains on), optionally ``cams/<id>.npz`` (``--save-cams``; ``--from-cams DIR`` re-runs seeds, CRF and
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alpha", type=float, default=8.0, help="CRF background (1 - max cam)^alpha (default 8)")
     parser.add_argument("--crf", action=argparse.BooleanOptionalAction, default=True, help="write CRF masks")
     parser.add_argument("--workers", type=int, default=1, help="CRF processes per process (default 1)")
+    parser.add_argument("--loader-workers", type=int,
+                        help="data-loader processes per process reading and decoding the images ahead of the "
+                             "network (0: in the process itself; default min(4, CPUs / processes))")  # fmt: skip
     parser.add_argument("--save-cams", action="store_true",
                         help="write cams/<id>.npz (float16, present classes; seeds and masks are then made from "
                              "those rounded CAMs, so that --from-cams reproduces them)")  # fmt: skip
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             alpha=args.alpha,
             crf=args.crf,
             workers=args.workers,
+            loader_workers=args.loader_workers,
             save_cams=args.save_cams,
             from_cams=args.from_cams,
             evaluate=args.evaluate,

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from fsae.errors import ConfigError
+from fsae.paths import check_writable
 
 __all__ = ["RUN_OUTPUTS", "check_writable", "prepare_run_dir", "trim_log"]
 
@@ -30,29 +30,6 @@ RUN_OUTPUTS: tuple[str, ...] = (
     "eval",
     "results",
 )
-
-
-def check_writable(folder: Path, what: str = "--output-dir") -> None:
-    """Create ``folder`` if needed and check that it (and an existing ``checkpoints/`` in it) takes new files.
-
-    Raises:
-        ConfigError: ``folder`` is a file, cannot be created, or cannot be written (one line).
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{what} {folder} is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"{what} {folder} cannot be created: {err.strerror or err}") from None
-    for place in (folder, folder / "checkpoints"):
-        if not place.is_dir():
-            continue
-        try:
-            with tempfile.NamedTemporaryFile(dir=place, prefix=".fsae_write_test_"):
-                pass
-        except OSError as err:
-            raise ConfigError(f"{what} {folder}: cannot write into {place}: {err.strerror or err}") from None
 
 
 def prepare_run_dir(folder: Path, *, resume: bool, overwrite: bool, main_process: bool = True) -> None:

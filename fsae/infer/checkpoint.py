@@ -12,11 +12,21 @@ from fsae.data import get_dataset
 from fsae.errors import ConfigError
 from fsae.methods import WSSSMethod, build_method, import_method_module
 
-__all__ = ["load_cam_model"]
+__all__ = ["load_cam_model", "locate_run_files"]
 
 
-def _locate(path: Path, weights: str) -> tuple[Path, Path]:
-    """(config.yaml, weights file) for a run folder, a ``checkpoints/step_*`` folder or a .safetensors file."""
+def locate_run_files(path: str | Path, weights: str = "model") -> tuple[Path, Path]:
+    """The ``(config.yaml, weights file)`` of a training run (CAM or segmentation stage), checked to exist.
+
+    Args:
+        path: the run's ``--output-dir`` (``config.yaml`` + ``<weights>.safetensors``), one of its
+            ``checkpoints/step_*`` folders (student weights only), or a ``.safetensors`` file inside either.
+        weights: ``"model"`` (the student) or ``"teacher"`` (the EMA teacher; not in a checkpoint folder).
+
+    Raises:
+        ConfigError: no such path, not a ``.safetensors`` file, no weights or no ``config.yaml`` there (one line).
+    """
+    path = Path(path)
     if path.is_file():
         if path.suffix != ".safetensors":
             raise ConfigError(f"checkpoint file must be .safetensors, got {path}")
@@ -50,14 +60,14 @@ def load_cam_model(
     Args:
         path: a training run's ``--output-dir`` (``config.yaml`` + ``model.safetensors`` /
             ``teacher.safetensors``), one of its ``checkpoints/step_*`` folders (student weights), or a
-            ``.safetensors`` file inside either.
+            ``.safetensors`` file inside either (see :func:`locate_run_files`).
         weights: ``"model"`` (the student, the paper's choice) or ``"teacher"`` (the EMA teacher).
     """
     from safetensors.torch import load_file
 
     if weights not in ("model", "teacher"):
         raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
-    config_file, weights_file = _locate(Path(path), weights)
+    config_file, weights_file = locate_run_files(path, weights)
     config = yaml.safe_load(config_file.read_text())
     method_cfg = config["method"]
     import_method_module(method_cfg.get("module"), key=f"{config_file}: method.module")

@@ -1,17 +1,28 @@
-"""Dense CRF post-processing (pydensecrf, docs/method.md §6): single images and a process pool for many."""
+"""Dense CRF post-processing (pydensecrf, docs/method.md §6): single images and a process pool for many.
+
+* :func:`dense_crf`: marginals of one image; :func:`crf_mask`: the pseudo-mask of one image's CAMs.
+* :func:`crf_masks`: :func:`crf_mask` over many images on a process pool.
+* :func:`ordered_pool_map`: that pool, for any per-image CRF function (also the segmentation stage's,
+  :func:`fsae.infer.segment.segment_dataset`).
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from fsae._optional import require
 
-__all__ = ["crf_mask", "crf_masks", "dense_crf"]
+__all__ = ["crf_mask", "crf_masks", "dense_crf", "ordered_pool_map"]
+
+_Result = TypeVar("_Result")
+_Extra = TypeVar("_Extra")
 
 
 def _densecrf():
@@ -102,7 +113,42 @@ def crf_mask(
 
 
 def _single_thread_worker() -> None:
+    # the CRF is single-threaded; an OpenMP pool per worker would only oversubscribe the cores
     os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def ordered_pool_map(
+    fn: Callable[..., _Result],
+    items: Iterable[tuple[tuple[Any, ...], _Extra]],
+    workers: int = 1,
+    in_flight: int = 4,
+) -> Iterator[tuple[_Result, _Extra]]:
+    """``(fn(*args), extra)`` for each ``(args, extra)`` of ``items``, in input order, on ``workers`` processes.
+
+    The CRF process pool: the worker processes run with ``OMP_NUM_THREADS=1``; ``items`` are consumed lazily, at
+    most ``in_flight * workers`` of them submitted and not yet yielded, so memory stays bounded on a dataset of any
+    size; each result is yielded as soon as it and all before it are done, so that a caller can write each file
+    and advance a progress bar.  ``args`` (and ``fn``: a module-level function or a :func:`functools.partial` of
+    one) are pickled to a worker; ``extra`` stays in this process: what the caller needs to finish the item.
+    ``workers <= 1`` calls ``fn`` in this process, one item at a time.
+
+    An exception of ``fn`` is raised here when its item's turn comes, one of ``items`` when it is reached; the
+    pool then waits for the tasks in flight and drops their results.
+    """
+    if workers <= 1:
+        for args, extra in items:
+            yield fn(*args), extra
+        return
+    window: deque[tuple[Future, _Extra]] = deque()
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+        for args, extra in items:
+            window.append((pool.submit(fn, *args), extra))
+            if len(window) >= in_flight * workers:
+                future, done = window.popleft()
+                yield future.result(), done
+        while window:
+            future, done = window.popleft()
+            yield future.result(), done
 
 
 def _present_only(
@@ -139,26 +185,21 @@ def crf_masks(
 
     Results come back in input order as they complete, so a caller can write each file and advance a
     progress bar.  Items are consumed lazily: at most ``4 * workers`` are in flight, so memory stays
-    bounded on a dataset of any size.  ``workers <= 1`` runs in this process.  Each worker is sent the
-    image and the present classes' maps only (not all C), and the mask's channel indices are mapped back
-    to class ids here, which gives the same masks as :func:`crf_mask` on the full item.
+    bounded on a dataset of any size (the pool is :func:`ordered_pool_map`).  ``workers <= 1`` runs in this
+    process.  Each worker is sent the image and the present classes' maps only (not all C), and the mask's
+    channel indices are mapped back to class ids here, which gives the same masks as :func:`crf_mask` on the
+    full item.
     """
     if workers <= 1:
         for image, cams, label_ids in items:
             yield crf_mask(image, cams, label_ids, alpha, **crf_options)
         return
-    window: deque[tuple[Future, np.ndarray | None]] = deque()
 
-    def finish() -> np.ndarray:
-        future, lut = window.popleft()
-        mask = future.result()
-        return mask if lut is None else lut[mask]
-
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+    def tasks() -> Iterator[tuple[tuple[Any, ...], np.ndarray | None]]:
         for image, cams, label_ids in items:
             present, ids, lut = _present_only(cams, label_ids)
-            window.append((pool.submit(crf_mask, image, present, ids, alpha, **crf_options), lut))
-            if len(window) >= 4 * workers:
-                yield finish()
-        while window:
-            yield finish()
+            yield (image, present, ids), lut
+
+    one = functools.partial(crf_mask, alpha=alpha, **crf_options)
+    for mask, lut in ordered_pool_map(one, tasks(), workers):
+        yield mask if lut is None else lut[mask]

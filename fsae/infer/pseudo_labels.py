@@ -18,8 +18,15 @@ figure), and ``miou_present``, over the classes that occur; ``miou`` is the one 
 dataset) only ``miou_present`` is meaningful.
 
 Distribution: the ids are sharded by rank (``ids[rank::world]``); each process computes and writes its own
-images (and runs its own CRF pool); the integer confusion matrices and coverage counts are summed across
-processes, so the metrics do not depend on the number of processes.
+images (and runs its own CRF pool and data-loader workers); the integer confusion matrices and coverage counts are
+summed across processes, so the metrics do not depend on the number of processes.
+
+Stages of :func:`make_pseudo_labels`, one function each: the settings resolved and checked, every error before any
+work (``_resolve_plan``); the CAMs per image, the images read by ``loader_workers`` data-loader processes ahead of
+the network or of the saved CAMs (``_image_cams``); the seeds, saved CAMs, CRF masks (on the
+:func:`fsae.infer.crf.ordered_pool_map` pool) and pictures written (``_write_labels``); the metrics reduced over
+processes and the report written (``_metrics``, ``_write_report``).  The number of loader or CRF workers changes
+no byte of the outputs.
 
 Which CAMs (``cams``): ``"fsae"`` is the pipeline above (:func:`multiscale_cams` of the method's CAM logits, a
 constant background threshold); ``"authors"`` is the method's own pipeline, for methods that define
@@ -44,27 +51,29 @@ import json
 import math
 import os
 import sys
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from torch.utils.data import DataLoader, Dataset
 
 from fsae.data import DatasetError, get_dataset
 from fsae.data.palette import IGNORE_INDEX, write_label_png
-from fsae.engine.rundir import check_writable
 from fsae.errors import ConfigError
 from fsae.eval import ConfusionMatrix
 from fsae.eval.confusion import MIOU_MEANS
 from fsae.infer.cams import SCALE_RESIZES, multiscale_cams
-from fsae.infer.checkpoint import _locate, load_cam_model
-from fsae.infer.crf import crf_masks
+from fsae.infer.checkpoint import load_cam_model, locate_run_files
+from fsae.infer.crf import crf_mask, ordered_pool_map
 from fsae.infer.report import metrics_markdown, plot_curve, side_by_side
-from fsae.methods import import_method_module
+from fsae.methods import WSSSMethod, import_method_module
 from fsae.ops import cams_to_labels
+from fsae.paths import check_writable
 
 __all__ = [
     "CAM_SOURCES",
@@ -316,6 +325,7 @@ def _check_settings(
     threshold: float,
     alpha: float,
     workers: int,
+    loader_workers: int | None,
     limit: int | None,
     pictures: int,
     scale_resize: str,
@@ -333,6 +343,8 @@ def _check_settings(
         raise ConfigError(f"alpha must be >= 0, got {alpha}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if loader_workers is not None and loader_workers < 0:
+        raise ConfigError(f"loader_workers must be >= 0, got {loader_workers}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be >= 1, got {limit}")
     if pictures < 0:
@@ -373,7 +385,7 @@ def _resolve_sources(
     if checkpoint is not None:
         if weights not in ("model", "teacher"):
             raise ConfigError(f"weights must be 'model' or 'teacher', got {weights!r}")
-        config_file, _ = _locate(Path(checkpoint), weights)
+        config_file, _ = locate_run_files(checkpoint, weights)
         run_config = yaml.safe_load(config_file.read_text()) or {}
         # the run's own module may register its dataset
         import_method_module(run_config.get("method", {}).get("module"), key=f"{config_file}: method.module")
@@ -428,6 +440,461 @@ def _make_accelerator(device: str | torch.device | None):
     return Accelerator(cpu=cpu)
 
 
+def _default_loader_workers(num_processes: int) -> int:
+    """``min(4, CPUs / processes)``, at least 1: JPEG decoding leaves the main process, which then only waits for
+    the network; more than a few workers per process only compete with the CRF pool for the cores."""
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this job may use (a batch scheduler's share)
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus // max(1, num_processes)))
+
+
+@dataclass
+class _Plan:
+    """The resolved settings of one :func:`make_pseudo_labels` run (stage 1, :func:`_resolve_plan`); the other
+    stages read only this.  The options keep the meaning of :func:`make_pseudo_labels`' arguments."""
+
+    output_dir: Path
+    data: Any  # the split's SegmentationDataset: items image uint8 (3, H, W), labels (C,), mask int64 (H, W), id
+    sources: dict[str, Any]  # data_root, dataset, split (resolved), provenance (the saved run's settings)
+    accelerator: Any
+    device: torch.device
+    model: WSSSMethod | None  # the CAM network in eval mode; None with from_cams
+    source: str  # "authors" or "fsae": whose CAMs make the seeds
+    settings: dict[str, Any]  # checkpoint, weights, scales, flip, scale_resize, cams: as recorded
+    ids: list[str]  # the split's ids, limit applied
+    local: list[int]  # this process's shard: positions in ids, rank::world
+    scales: Sequence[float]
+    flip: bool
+    scale_resize: str
+    threshold: float
+    alpha: float
+    crf: bool
+    workers: int
+    loader_workers: int
+    save_cams: bool
+    from_cams: Path | None
+    evaluate: bool
+    miou_over: str
+    limit: int | None
+    pictures: int
+    progress: bool
+
+
+def _cam_source(
+    checkpoint: str | Path | None, weights: str, from_cams: Path | None, cams: str | None, device: torch.device
+) -> tuple[WSSSMethod | None, str]:
+    """The network (None with ``from_cams``) and whose CAMs make the seeds, ``"authors"`` or ``"fsae"``: the
+    asked ``cams`` checked against what the method has, or the saved CAMs hold (a background map or not)."""
+    if from_cams is None:
+        model, _ = load_cam_model(checkpoint, weights, device)
+        has_authors = callable(getattr(model, "authors_cams", None))
+        if cams == "authors" and not has_authors:
+            raise ConfigError(f"--cams authors: the {type(model).__name__} method has no authors_cams (use fsae)")
+        return model, cams or ("authors" if has_authors else "fsae")
+    first = next(iter(sorted(Path(from_cams).glob("*.npz"))), None)
+    saved = "authors" if first is not None and read_background(first) is not None else "fsae"
+    if cams is not None and cams != saved:
+        raise ConfigError(f"--cams {cams}: the saved CAMs in {from_cams} are {saved} CAMs")
+    return None, saved
+
+
+def _resolve_plan(
+    output_dir: str | Path,
+    checkpoint: str | Path | None,
+    weights: str,
+    data_root: str | Path | None,
+    dataset: str | None,
+    split: str | None,
+    scales: Sequence[float],
+    flip: bool,
+    scale_resize: str,
+    threshold: float,
+    alpha: float,
+    crf: bool,
+    workers: int,
+    loader_workers: int | None,
+    save_cams: bool,
+    from_cams: str | Path | None,
+    evaluate: bool,
+    miou_over: str,
+    limit: int | None,
+    pictures: int,
+    device: str | torch.device | None,
+    progress: bool,
+    accelerator: Any,
+    cams: str | None,
+) -> _Plan:
+    """Stage 1: check the settings and resolve the defaults (data root, dataset, split, accelerator, device, the
+    network, whose CAMs), every error before any work; nothing is written but the output folder's write test.
+
+    Raises: as :func:`make_pseudo_labels`.
+    """
+    _check_settings(scales, threshold, alpha, workers, loader_workers, limit, pictures, scale_resize, miou_over)
+    if cams is not None and cams not in CAM_SOURCES:
+        raise ConfigError(f"cams must be one of {', '.join(CAM_SOURCES)}, got {cams!r}")
+    if from_cams is not None and save_cams:
+        raise ConfigError("--save-cams with --from-cams would rewrite the CAMs being read")
+    if from_cams is not None:
+        from_cams = _cams_folder(from_cams)
+    sources = _resolve_sources(checkpoint, weights, from_cams, data_root, dataset, split)
+    check_writable(Path(output_dir))  # a file or a read-only folder stops here, before the network runs
+    data = _build_dataset(sources["dataset"], sources["data_root"], sources["split"])
+    if len(data) == 0:
+        raise DatasetError(f"split {sources['split']!r} of {sources['data_root']} lists no images")
+    accelerator = accelerator if accelerator is not None else _make_accelerator(device)
+    device = torch.device(device) if device is not None else accelerator.device
+    model, source = _cam_source(checkpoint, weights, from_cams, cams, device)
+    provenance = sources["provenance"] if from_cams is not None else {}
+    # with the method's own CAMs, scales / flip / resizing are the method's: recorded as None (not ours)
+    own = source == "authors"
+    settings = {
+        "checkpoint": str(checkpoint) if checkpoint is not None and from_cams is None else provenance.get("checkpoint"),
+        "weights": weights if from_cams is None else provenance.get("weights"),
+        "scales": (None if own else [float(s) for s in scales]) if from_cams is None else provenance.get("scales"),
+        "flip": (None if own else flip) if from_cams is None else provenance.get("flip"),
+        "scale_resize": (None if own else scale_resize) if from_cams is None else provenance.get("scale_resize"),
+        "cams": source,
+    }
+    ids = list(data.ids[:limit] if limit is not None else data.ids)
+    local = list(range(len(ids)))[accelerator.process_index :: accelerator.num_processes]
+    if loader_workers is None:
+        loader_workers = _default_loader_workers(accelerator.num_processes)
+    return _Plan(
+        output_dir=Path(output_dir),
+        data=data,
+        sources=sources,
+        accelerator=accelerator,
+        device=device,
+        model=model,
+        source=source,
+        settings=settings,
+        ids=ids,
+        local=local,
+        scales=scales,
+        flip=flip,
+        scale_resize=scale_resize,
+        threshold=threshold,
+        alpha=alpha,
+        crf=crf,
+        workers=workers,
+        loader_workers=loader_workers,
+        save_cams=save_cams,
+        from_cams=from_cams,
+        evaluate=evaluate,
+        miou_over=miou_over,
+        limit=limit,
+        pictures=pictures,
+        progress=progress,
+    )
+
+
+def _prepare_output(plan: _Plan) -> None:
+    """The output folders (every process) and ``args.json``, the resolved settings (the main process)."""
+    folders = {"seeds": True, "masks": plan.crf, "cams": plan.save_cams, "pictures": plan.pictures > 0}
+    for name, wanted in folders.items():
+        if wanted:
+            (plan.output_dir / name).mkdir(parents=True, exist_ok=True)
+    if not plan.accelerator.is_main_process:
+        return
+    args = {
+        **plan.settings,
+        "data_root": str(plan.sources["data_root"]),
+        "dataset": plan.sources["dataset"],
+        "split": plan.sources["split"],
+        "threshold": plan.threshold,
+        "alpha": plan.alpha,
+        "crf": plan.crf,
+        "workers": plan.workers,
+        "loader_workers": plan.loader_workers,
+        "save_cams": plan.save_cams,
+        "from_cams": str(plan.from_cams) if plan.from_cams is not None else None,
+        "evaluate": plan.evaluate,
+        "miou_over": plan.miou_over,
+        "limit": plan.limit,
+        "pictures": plan.pictures,
+        "device": str(plan.device),
+        "num_processes": plan.accelerator.num_processes,
+    }
+    (plan.output_dir / "args.json").write_text(json.dumps(args, indent=2) + "\n")
+
+
+class _ShardImages(Dataset):
+    """This process's images for the loader: item ``i`` is ``{"index", "sample", "saved"}`` for position
+    ``index = local[i]`` of the split, ``sample = data[index]`` and, with a ``from_cams`` folder, ``saved = (cams
+    float32 (C, H, W), label_ids, background float32 (H, W) or None)`` read from ``<id>.npz``; or ``{"index",
+    "error"}`` when one of them is unreadable (:class:`DatasetError`)."""
+
+    def __init__(self, data: Any, local: Sequence[int], from_cams: Path | None, background: bool) -> None:
+        self.data, self.local, self.from_cams, self.background = data, list(local), from_cams, background
+
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self.local[position]
+        try:
+            sample = self.data[index]
+            saved = None
+            if self.from_cams is not None:
+                path = self.from_cams / f"{sample['id']}.npz"
+                cams, label_ids = read_cams(path, self.data.num_classes)
+                saved = (cams, label_ids, read_background(path) if self.background else None)
+        except DatasetError as err:
+            # raised in a loader worker it would reach the main process wrapped in the worker's traceback: the
+            # message travels as data and is raised there, the same one-line error as without workers
+            return {"index": index, "error": str(err)}
+        return {"index": index, "sample": sample, "saved": saved}
+
+
+def _as_is(item: Any) -> Any:
+    return item  # the loader's collate_fn: one item at a time, no batching, no conversion
+
+
+@dataclass
+class _ImageCams:
+    """One image's CAMs (stage 2): ``cams`` float32 ``(C, H, W)`` in [0, 1] on the device (absent classes 0),
+    ``background`` float32 ``(H, W)`` with ``cams="authors"`` (else None), ``label_ids`` the present classes
+    (0-based), ``sample`` the dataset item, ``index`` its position in the split's ids."""
+
+    index: int
+    sample: dict[str, Any]
+    cams: torch.Tensor
+    background: torch.Tensor | None
+    label_ids: list[int]
+
+
+def _checked_saved_cams(
+    plan: _Plan,
+    sample: dict[str, Any],
+    saved: tuple[torch.Tensor, list[int], torch.Tensor | None],
+    label_ids: list[int],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The saved ``(cams, background)`` of ``sample`` on the device, checked to be its own (size, classes)."""
+    cams, saved_ids, background = saved
+    image_id = sample["id"]
+    height, width = sample["image"].shape[1:]
+    if plan.source == "authors":
+        if background is None:
+            raise DatasetError(f"saved CAMs of {image_id} have no background map (the others have)")
+        background = background.to(plan.device)
+    if cams.shape[1:] != (height, width):
+        raise DatasetError(f"saved CAMs of {image_id} are {tuple(cams.shape[1:])}, image is {(height, width)}")
+    if saved_ids != label_ids:
+        raise DatasetError(
+            f"saved CAMs of {image_id} are for classes {saved_ids}, the image labels are {label_ids} "
+            "(CAMs of another dataset or split?)"
+        )
+    return cams.to(plan.device), background
+
+
+def _image_cams(plan: _Plan) -> Iterator[_ImageCams]:
+    """Stage 2: the CAMs of this process's images, in id order: the network's (``"fsae"``: :func:`multiscale_cams`
+    of the uint8 image; ``"authors"``: the method's ``authors_cams``) or read from ``from_cams``.  The images (and
+    saved CAMs) are read and decoded by ``plan.loader_workers`` loader processes (0: this one), ahead of the
+    network.  An unreadable image raises :class:`DatasetError` when its turn comes, as without workers."""
+    background_maps = plan.source == "authors"
+    shard = _ShardImages(plan.data, plan.local, plan.from_cams, background_maps)
+    loader = DataLoader(shard, batch_size=None, collate_fn=_as_is, num_workers=plan.loader_workers)
+    for item in loader:
+        if "error" in item:
+            raise DatasetError(item["error"])
+        sample = item["sample"]
+        labels = sample["labels"]
+        label_ids = [int(c) for c in torch.nonzero(labels).flatten()]
+        background = None
+        if item["saved"] is not None:
+            cams, background = _checked_saved_cams(plan, sample, item["saved"], label_ids)
+        elif background_maps:
+            maps = plan.model.authors_cams(sample["image"][None].to(plan.device), labels[None].to(plan.device))
+            maps = maps[0].float()
+            present = (labels != 0).to(device=maps.device, dtype=maps.dtype)[:, None, None]
+            background, cams = maps[0], maps[1:] * present
+        else:
+            # the uint8 image: multiscale_cams resizes (scale_resize) and normalises it
+            batch = sample["image"][None].to(plan.device)
+            cams = multiscale_cams(
+                plan.model, batch, labels[None].to(plan.device), plan.scales, plan.flip, plan.scale_resize
+            )[0]
+        yield _ImageCams(item["index"], sample, cams, background, label_ids)
+
+
+class _Scores:
+    """The evaluation's accumulators: the seeds' confusion matrix (at ``threshold``) and threshold curve, the CRF
+    masks' confusion matrix, and per image of the split int64 ``coverage[index] = (ground-truth foreground pixels
+    seeded foreground, ground-truth foreground pixels)``.  Each process adds its own images; :meth:`reduce` sums
+    them over processes."""
+
+    def __init__(self, num_classes: int, num_images: int, miou_over: str) -> None:
+        self.num_classes = num_classes
+        self.seed = ConfusionMatrix(num_classes + 1)
+        self.mask = ConfusionMatrix(num_classes + 1)
+        self.curve = ThresholdCurve(num_classes + 1, mean=miou_over)
+        self.coverage = torch.zeros(num_images, 2, dtype=torch.int64)
+
+    def add_seed(
+        self, index: int, seed: torch.Tensor, cams: torch.Tensor, gt: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """``seed`` int64 ``(H, W)`` (CPU), ``cams`` float32 ``(C, H, W)``, ``gt`` int64 ``(H, W)``, ``labels (C,)``."""
+        self.seed.update(seed, gt)
+        self.curve.update(cams, gt.to(cams.device), labels.to(cams.device))
+        foreground = (gt >= 1) & (gt <= self.num_classes)
+        self.coverage[index, 0] = int((foreground & (seed > 0)).sum())
+        self.coverage[index, 1] = int(foreground.sum())
+
+    def add_mask(self, mask: np.ndarray, gt: torch.Tensor) -> None:
+        """``mask`` uint8 ``(H, W)``, ``gt`` int64 ``(H, W)``."""
+        self.mask.update(mask, gt)
+
+    def reduce(self, accelerator: Any, masks: bool) -> None:
+        """Sum over processes (a collective: every process calls it); ``masks``: the mask matrix too."""
+        self.seed.reduce(accelerator)
+        self.curve.reduce(accelerator)
+        if masks:
+            self.mask.reduce(accelerator)
+        if accelerator.num_processes > 1:
+            self.coverage = accelerator.reduce(self.coverage.to(accelerator.device), reduction="sum").cpu()
+
+
+@dataclass
+class _Record:
+    """What finishing one image after its seed needs: ``image`` uint8 ``(H, W, 3)``, ``seed`` int64 ``(H, W)``,
+    ``gt`` int64 ``(H, W)`` or None, ``label_ids`` the present classes (0-based), ``present`` float32 ``(K, H, W)``
+    their CAMs (the CRF's and the picture's input)."""
+
+    index: int
+    id: str
+    image: np.ndarray
+    seed: np.ndarray
+    gt: torch.Tensor | None
+    label_ids: list[int]
+    present: np.ndarray
+
+
+def _write_seed(plan: _Plan, item: _ImageCams, scores: _Scores) -> _Record:
+    """Stage 3, per image: the saved CAMs (``save_cams``: the seed is then made from the stored float16 values),
+    the seed PNG and, with ``evaluate``, the seed's scores."""
+    sample, cams, background, label_ids = item.sample, item.cams, item.background, item.label_ids
+    image_id, labels = sample["id"], sample["labels"]
+    height, width = sample["image"].shape[1:]
+    if plan.save_cams:
+        cams = cams.to(torch.float16).float()  # the stored precision (module docstring)
+        if background is not None:
+            background = background.to(torch.float16).float()
+        write_cams(plan.output_dir / "cams" / f"{image_id}.npz", cams, label_ids, background)
+    if background is not None:
+        seed = argmax_seed(background, cams, labels.to(cams.device)).cpu()
+    else:
+        seed = cams_to_labels(cams[None], labels[None].to(cams.device), bg_threshold=plan.threshold)[0].cpu()
+    write_label_png(plan.output_dir / "seeds" / f"{image_id}.png", seed.numpy().astype(np.uint8))
+    gt = sample.get("mask")
+    if plan.evaluate:
+        scores.add_seed(item.index, seed, cams, gt, labels)
+    present = cams[label_ids].cpu().numpy() if label_ids else np.zeros((0, height, width), np.float32)
+    image = np.ascontiguousarray(sample["image"].permute(1, 2, 0).numpy())
+    return _Record(item.index, image_id, image, seed.numpy(), gt, label_ids, present)
+
+
+def _finish(plan: _Plan, record: _Record, mask: np.ndarray | None, scores: _Scores) -> None:
+    """Stage 3, per image after the CRF: the mask PNG (uint8 ``(H, W)`` class ids, or None without ``crf``) and its
+    scores, and the side-by-side picture of the first ``pictures`` ids."""
+    if mask is not None:
+        write_label_png(plan.output_dir / "masks" / f"{record.id}.png", mask)
+        if plan.evaluate:
+            scores.add_mask(mask, record.gt)
+    if record.index < plan.pictures:
+        seed_title = "seed (argmax)" if plan.source == "authors" else f"seed t={plan.threshold:.2f}"
+        side_by_side(
+            plan.output_dir / "pictures" / f"{record.id}.png",
+            record.image,
+            record.present,
+            record.seed,
+            mask,
+            None if record.gt is None else record.gt.numpy(),
+            titles=("image", "CAM", seed_title, "CRF mask", "ground truth"),
+            class_names=plan.data.class_names,
+        )
+
+
+def _write_labels(plan: _Plan, images: Iterable[_ImageCams], scores: _Scores) -> None:
+    """Stage 3: the seeds (and saved CAMs) as the CAMs come, the CRF masks of their present classes on
+    ``plan.workers`` processes (:func:`ordered_pool_map`, in order), the pictures; a progress bar on the main
+    process when it writes to a terminal."""
+    from tqdm.auto import tqdm
+
+    show = plan.progress and plan.accelerator.is_main_process and sys.stderr.isatty()
+    bar = tqdm(total=len(plan.local), desc="pseudo-labels", disable=not show)
+    records = (_write_seed(plan, item, scores) for item in images)
+    try:
+        if plan.crf:
+            # the CRF sees the present classes only (channels 0..K-1); the lookup table maps them back
+            tasks = (((r.image, r.present, list(range(len(r.label_ids)))), r) for r in records)
+            for local_mask, record in ordered_pool_map(partial(crf_mask, alpha=plan.alpha), tasks, plan.workers):
+                lut = np.asarray([0] + [c + 1 for c in record.label_ids], dtype=np.uint8)
+                _finish(plan, record, lut[local_mask], scores)
+                bar.update()
+        else:
+            for record in records:
+                _finish(plan, record, None, scores)
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _metrics(plan: _Plan, scores: _Scores) -> dict[str, Any]:
+    """Stage 4: the metrics dict of :func:`make_pseudo_labels`, the same on every process; with ``evaluate`` the
+    scores are summed over processes first (a collective: every process calls this)."""
+    metrics: dict[str, Any] = {
+        "split": plan.sources["split"],
+        "dataset": plan.sources["dataset"],
+        "num_images": len(plan.ids),
+        **plan.settings,
+        "threshold": plan.threshold,
+        "alpha": plan.alpha,
+        "crf": plan.crf,
+        "from_cams": str(plan.from_cams) if plan.from_cams is not None else None,
+        "class_names": list(plan.data.class_names),
+    }
+    if not plan.evaluate:
+        return metrics
+    scores.reduce(plan.accelerator, masks=plan.crf)
+    curve = scores.curve
+    points = curve.curve()
+    best_t, best_miou = curve.best()
+    coverage = scores.coverage
+    counted = coverage[coverage[:, 1] > 0].double()
+    metrics["miou_over"] = plan.miou_over
+    metrics["seed"] = _summary(scores.seed, plan.miou_over)
+    both = zip(curve.curve("all"), curve.curve("present"), strict=True)
+    metrics["curve"] = [
+        {"threshold": t, "miou": _json_float(m), "miou_all": _json_float(a), "miou_present": _json_float(p)}
+        for (t, m), ((_, a), (_, p)) in zip(points, both, strict=True)
+    ]
+    metrics["best"] = {"threshold": best_t, "miou": _json_float(best_miou), "chosen_on": plan.sources["split"]}
+    if plan.crf:
+        metrics["mask"] = _summary(scores.mask, plan.miou_over)
+    metrics["completeness"] = _json_float(float((counted[:, 0] / counted[:, 1]).mean())) if len(counted) else None
+    metrics["completeness_images"] = len(counted)
+    return metrics
+
+
+def _write_report(plan: _Plan, metrics: dict[str, Any], scores: _Scores) -> None:
+    """Stage 4, the main process: ``metrics.json``, ``metrics.md`` and, with ``evaluate``, ``threshold_curve.png``
+    (``scores`` already reduced by :func:`_metrics`)."""
+    if not plan.accelerator.is_main_process:
+        return
+    (plan.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (plan.output_dir / "metrics.md").write_text(metrics_markdown(metrics))
+    if plan.evaluate:
+        best_t, best_miou = scores.curve.best()
+        split, seed_miou = plan.sources["split"], metrics["seed"]["miou"]
+        marked = {f"best: t={best_t:.2f} (chosen on {split})": (best_t, best_miou)}
+        if seed_miou is not None:
+            marked[f"used: t={plan.threshold:.2f}"] = (plan.threshold, seed_miou)
+        plot_curve(plan.output_dir / "threshold_curve.png", {"seed": scores.curve.curve()}, marked=marked)
+
+
 def make_pseudo_labels(
     output_dir: str | Path,
     checkpoint: str | Path | None = None,
@@ -442,6 +909,7 @@ def make_pseudo_labels(
     alpha: float = 8.0,
     crf: bool = True,
     workers: int = 1,
+    loader_workers: int | None = None,
     save_cams: bool = False,
     from_cams: str | Path | None = None,
     evaluate: bool = False,
@@ -471,6 +939,9 @@ def make_pseudo_labels(
             0.22, the ``--thr`` of the authors' ``script/voc_ppc0.sh``.
         alpha: CRF background ``(1 - max cam) ** alpha``.
         crf: also write CRF masks; ``workers`` CRF processes per process.
+        loader_workers: data-loader processes per process reading and decoding the images (and saved CAMs) ahead
+            of the network; 0 reads them in this process; None: ``min(4, CPUs / processes)``, at least 1.  The
+            outputs do not depend on it.
         from_cams: a folder of ``<id>.npz`` from an earlier ``save_cams`` run (its ``cams/``, or the run's output
             folder), used instead of the network.
         evaluate: compare with the ground-truth masks.
@@ -507,225 +978,36 @@ def make_pseudo_labels(
         ConfigError: bad settings, missing checkpoint or data root, split without labels.
         DatasetError: unreadable image or mask, missing or mismatched saved CAMs.
     """
-    _check_settings(scales, threshold, alpha, workers, limit, pictures, scale_resize, miou_over)
-    if cams is not None and cams not in CAM_SOURCES:
-        raise ConfigError(f"cams must be one of {', '.join(CAM_SOURCES)}, got {cams!r}")
-    if from_cams is not None and save_cams:
-        raise ConfigError("--save-cams with --from-cams would rewrite the CAMs being read")
-    if from_cams is not None:
-        from_cams = _cams_folder(from_cams)
-    sources = _resolve_sources(checkpoint, weights, from_cams, data_root, dataset, split)
-    check_writable(Path(output_dir))  # a file or a read-only folder stops here, before the network runs
-    data = _build_dataset(sources["dataset"], sources["data_root"], sources["split"])
-    if len(data) == 0:
-        raise DatasetError(f"split {sources['split']!r} of {sources['data_root']} lists no images")
-    accelerator = accelerator if accelerator is not None else _make_accelerator(device)
-    device = torch.device(device) if device is not None else accelerator.device
-    model = None
-    if from_cams is None:
-        model, _ = load_cam_model(checkpoint, weights, device)
-        has_authors = callable(getattr(model, "authors_cams", None))
-        if cams == "authors" and not has_authors:
-            raise ConfigError(f"--cams authors: the {type(model).__name__} method has no authors_cams (use fsae)")
-        cams = cams or ("authors" if has_authors else "fsae")
-    else:
-        first = next(iter(sorted(Path(from_cams).glob("*.npz"))), None)
-        saved = "authors" if first is not None and read_background(first) is not None else "fsae"
-        if cams is not None and cams != saved:
-            raise ConfigError(f"--cams {cams}: the saved CAMs in {from_cams} are {saved} CAMs")
-        cams = saved
-    source = cams
-
-    output_dir = Path(output_dir)
-    folders = {"seeds": True, "masks": crf, "cams": save_cams, "pictures": pictures > 0}
-    for name, wanted in folders.items():
-        if wanted:
-            (output_dir / name).mkdir(parents=True, exist_ok=True)
-    provenance = sources["provenance"] if from_cams is not None else {}
-    # with the method's own CAMs, scales / flip / resizing are the method's: recorded as None (not ours)
-    own = source == "authors"
-    settings = {
-        "checkpoint": str(checkpoint) if checkpoint is not None and from_cams is None else provenance.get("checkpoint"),
-        "weights": weights if from_cams is None else provenance.get("weights"),
-        "scales": (None if own else [float(s) for s in scales]) if from_cams is None else provenance.get("scales"),
-        "flip": (None if own else flip) if from_cams is None else provenance.get("flip"),
-        "scale_resize": (None if own else scale_resize) if from_cams is None else provenance.get("scale_resize"),
-        "cams": source,
-    }
-    if accelerator.is_main_process:
-        args = {
-            **settings,
-            "data_root": str(sources["data_root"]),
-            "dataset": sources["dataset"],
-            "split": sources["split"],
-            "threshold": threshold,
-            "alpha": alpha,
-            "crf": crf,
-            "workers": workers,
-            "save_cams": save_cams,
-            "from_cams": str(from_cams) if from_cams is not None else None,
-            "evaluate": evaluate,
-            "miou_over": miou_over,
-            "limit": limit,
-            "pictures": pictures,
-            "device": str(device),
-            "num_processes": accelerator.num_processes,
-        }
-        (output_dir / "args.json").write_text(json.dumps(args, indent=2) + "\n")
-
-    ids = list(data.ids[:limit] if limit is not None else data.ids)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    local = list(range(len(ids)))[rank::world]
-    num_classes = data.num_classes
-    seed_cm, mask_cm = ConfusionMatrix(num_classes + 1), ConfusionMatrix(num_classes + 1)
-    curve = ThresholdCurve(num_classes + 1, mean=miou_over)
-    coverage = torch.zeros(len(ids), 2, dtype=torch.int64)  # per image: gt fg pixels seeded fg, gt fg pixels
-
-    def images() -> Iterator[dict[str, Any]]:
-        """Per local image: CAMs, seed (written), metrics updates; what the CRF and the pictures need."""
-        for index in local:
-            sample = data[index]
-            image_id, labels = sample["id"], sample["labels"]
-            height, width = sample["image"].shape[1:]
-            label_ids = [int(c) for c in torch.nonzero(labels).flatten()]
-            background = None
-            if from_cams is not None:
-                cams, saved_ids = read_cams(Path(from_cams) / f"{image_id}.npz", num_classes)
-                if source == "authors":
-                    background = read_background(Path(from_cams) / f"{image_id}.npz")
-                    if background is None:
-                        raise DatasetError(f"saved CAMs of {image_id} have no background map (the others have)")
-                    background = background.to(device)
-                if cams.shape[1:] != (height, width):
-                    raise DatasetError(
-                        f"saved CAMs of {image_id} are {tuple(cams.shape[1:])}, image is {(height, width)}"
-                    )
-                if saved_ids != label_ids:
-                    raise DatasetError(
-                        f"saved CAMs of {image_id} are for classes {saved_ids}, the image labels are {label_ids} "
-                        "(CAMs of another dataset or split?)"
-                    )
-                cams = cams.to(device)
-            elif source == "authors":
-                maps = model.authors_cams(sample["image"][None].to(device), labels[None].to(device))[0].float()
-                present = (labels != 0).to(device=maps.device, dtype=maps.dtype)[:, None, None]
-                background, cams = maps[0], maps[1:] * present
-            else:
-                # the uint8 image: multiscale_cams resizes (scale_resize) and normalises it
-                batch = sample["image"][None].to(device)
-                cams = multiscale_cams(model, batch, labels[None].to(device), scales, flip, scale_resize)[0]
-            if save_cams:
-                cams = cams.to(torch.float16).float()  # the stored precision (module docstring)
-                if background is not None:
-                    background = background.to(torch.float16).float()
-                write_cams(output_dir / "cams" / f"{image_id}.npz", cams, label_ids, background)
-            if background is not None:
-                seed = argmax_seed(background, cams, labels.to(cams.device)).cpu()
-            else:
-                seed = cams_to_labels(cams[None], labels[None].to(cams.device), bg_threshold=threshold)[0].cpu()
-            write_label_png(output_dir / "seeds" / f"{image_id}.png", seed.numpy().astype(np.uint8))
-            gt = sample.get("mask")
-            if evaluate:
-                seed_cm.update(seed, gt)
-                curve.update(cams, gt.to(cams.device), labels.to(cams.device))
-                foreground = (gt >= 1) & (gt <= num_classes)
-                coverage[index, 0] = int((foreground & (seed > 0)).sum())
-                coverage[index, 1] = int(foreground.sum())
-            present = cams[label_ids].cpu().numpy() if label_ids else np.zeros((0, height, width), np.float32)
-            image = np.ascontiguousarray(sample["image"].permute(1, 2, 0).numpy())
-            yield {
-                "index": index,
-                "id": image_id,
-                "image": image,
-                "seed": seed.numpy(),
-                "gt": gt,
-                "label_ids": label_ids,
-                "present": present,
-            }
-
-    def finish(record: dict[str, Any], mask: np.ndarray | None) -> None:
-        if mask is not None:
-            write_label_png(output_dir / "masks" / f"{record['id']}.png", mask)
-            if evaluate:
-                mask_cm.update(mask, record["gt"])
-        if record["index"] < pictures:
-            gt = record["gt"]
-            side_by_side(
-                output_dir / "pictures" / f"{record['id']}.png",
-                record["image"],
-                record["present"],
-                record["seed"],
-                mask,
-                None if gt is None else gt.numpy(),
-                titles=("image", "CAM", seed_title, "CRF mask", "ground truth"),
-                class_names=data.class_names,
-            )
-
-    seed_title = "seed (argmax)" if source == "authors" else f"seed t={threshold:.2f}"
-    from tqdm.auto import tqdm
-
-    show = progress and accelerator.is_main_process and sys.stderr.isatty()
-    bar = tqdm(total=len(local), desc="pseudo-labels", disable=not show)
-    if crf:
-        pending: deque[dict[str, Any]] = deque()
-
-        def crf_items() -> Iterator[tuple[np.ndarray, np.ndarray, list[int]]]:
-            for record in images():
-                pending.append(record)
-                yield record["image"], record["present"], list(range(len(record["label_ids"])))
-
-        for local_mask in crf_masks(crf_items(), workers=workers, alpha=alpha):
-            record = pending.popleft()
-            lut = np.asarray([0] + [c + 1 for c in record["label_ids"]], dtype=np.uint8)
-            finish(record, lut[local_mask])
-            bar.update()
-    else:
-        for record in images():
-            finish(record, None)
-            bar.update()
-    bar.close()
-
-    metrics: dict[str, Any] = {
-        "split": sources["split"],
-        "dataset": sources["dataset"],
-        "num_images": len(ids),
-        **settings,
-        "threshold": threshold,
-        "alpha": alpha,
-        "crf": crf,
-        "from_cams": str(from_cams) if from_cams is not None else None,
-        "class_names": list(data.class_names),
-    }
-    if evaluate:
-        seed_cm.reduce(accelerator)
-        curve.reduce(accelerator)
-        if crf:
-            mask_cm.reduce(accelerator)
-        if world > 1:
-            coverage = accelerator.reduce(coverage.to(accelerator.device), reduction="sum").cpu()
-        points = curve.curve()
-        best_t, best_miou = curve.best()
-        counted = coverage[coverage[:, 1] > 0].double()
-        metrics["miou_over"] = miou_over
-        metrics["seed"] = _summary(seed_cm, miou_over)
-        both = zip(curve.curve("all"), curve.curve("present"), strict=True)
-        metrics["curve"] = [
-            {"threshold": t, "miou": _json_float(m), "miou_all": _json_float(a), "miou_present": _json_float(p)}
-            for (t, m), ((_, a), (_, p)) in zip(points, both, strict=True)
-        ]
-        metrics["best"] = {"threshold": best_t, "miou": _json_float(best_miou), "chosen_on": sources["split"]}
-        if crf:
-            metrics["mask"] = _summary(mask_cm, miou_over)
-        metrics["completeness"] = _json_float(float((counted[:, 0] / counted[:, 1]).mean())) if len(counted) else None
-        metrics["completeness_images"] = len(counted)
-    if accelerator.is_main_process:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (output_dir / "metrics.md").write_text(metrics_markdown(metrics))
-        if evaluate:
-            seed_miou = metrics["seed"]["miou"]
-            marked = {f"best: t={best_t:.2f} (chosen on {sources['split']})": (best_t, best_miou)}
-            if seed_miou is not None:
-                marked[f"used: t={threshold:.2f}"] = (threshold, seed_miou)
-            plot_curve(output_dir / "threshold_curve.png", {"seed": points}, marked=marked)
-    accelerator.wait_for_everyone()
+    plan = _resolve_plan(
+        output_dir,
+        checkpoint=checkpoint,
+        weights=weights,
+        data_root=data_root,
+        dataset=dataset,
+        split=split,
+        scales=scales,
+        flip=flip,
+        scale_resize=scale_resize,
+        threshold=threshold,
+        alpha=alpha,
+        crf=crf,
+        workers=workers,
+        loader_workers=loader_workers,
+        save_cams=save_cams,
+        from_cams=from_cams,
+        evaluate=evaluate,
+        miou_over=miou_over,
+        limit=limit,
+        pictures=pictures,
+        device=device,
+        progress=progress,
+        accelerator=accelerator,
+        cams=cams,
+    )
+    _prepare_output(plan)
+    scores = _Scores(plan.data.num_classes, len(plan.ids), plan.miou_over)
+    _write_labels(plan, _image_cams(plan), scores)
+    metrics = _metrics(plan, scores)
+    _write_report(plan, metrics, scores)
+    plan.accelerator.wait_for_everyone()
     return metrics

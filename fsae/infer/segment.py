@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
 from fsae.data.palette import write_label_png
 from fsae.eval.confusion import ConfusionMatrix
 from fsae.infer._scales import summed_scale_probs
-from fsae.infer.crf import _single_thread_worker, dense_crf
+from fsae.infer.crf import dense_crf, ordered_pool_map
 
 __all__ = [
     "load_segmenter",
@@ -89,22 +87,14 @@ def _labels_in_order(
     items: Iterable[tuple[np.ndarray, np.ndarray, Any]], crf: dict[str, Any] | None, workers: int
 ) -> Iterator[tuple[np.ndarray, Any]]:
     """``(labels uint8 (H, W), extra)`` per ``(image uint8 (H, W, 3), probs float32 (K, H, W), extra)`` item, in
-    order: argmax, or the argmax of the dense CRF on ``workers`` processes (at most ``4 * workers`` in flight)."""
-    if crf is None or workers <= 1:
-        for image, probs, extra in items:
-            labels = probs.argmax(0).astype(np.uint8) if crf is None else _crf_labels(image, probs, crf)
-            yield labels, extra
+    order: argmax, or the argmax of the dense CRF on ``workers`` processes (:func:`fsae.infer.crf.ordered_pool_map`:
+    at most ``4 * workers`` in flight)."""
+    if crf is None:
+        for _, probs, extra in items:
+            yield probs.argmax(0).astype(np.uint8), extra
         return
-    window: deque[tuple[Future, Any]] = deque()
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
-        for image, probs, extra in items:
-            window.append((pool.submit(_crf_labels, image, probs, crf), extra))
-            if len(window) >= 4 * workers:
-                future, done = window.popleft()
-                yield future.result(), done
-        while window:
-            future, done = window.popleft()
-            yield future.result(), done
+    tasks = (((image, probs, crf), extra) for image, probs, extra in items)
+    yield from ordered_pool_map(_crf_labels, tasks, workers)
 
 
 def segment_dataset(
@@ -277,10 +267,10 @@ def load_segmenter(path: str | Path, device: torch.device | str = "cpu") -> tupl
     from safetensors.torch import load_file
 
     from fsae.errors import ConfigError
-    from fsae.infer.checkpoint import _locate
+    from fsae.infer.checkpoint import locate_run_files
     from fsae.models.deeplab import build_segmenter
 
-    config_file, weights_file = _locate(Path(path), "model")
+    config_file, weights_file = locate_run_files(path, "model")
     config = yaml.safe_load(config_file.read_text())
     if "model" not in config:
         raise ConfigError(f"{config_file} is not a segmentation run (no model section; a CAM run?)")

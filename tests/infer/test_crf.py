@@ -1,13 +1,16 @@
-"""Dense CRF (pydensecrf) post-processing: dense_crf, crf_mask and the process pool of crf_masks."""
+"""Dense CRF (pydensecrf) post-processing: dense_crf, crf_mask, the process pool of crf_masks (ordered_pool_map)."""
 
 from __future__ import annotations
 
 import inspect
+import os
+import time
 
 import numpy as np
 import pytest
 
 from fsae.infer import crf_mask, crf_masks, dense_crf
+from fsae.infer.crf import ordered_pool_map
 
 H, W = 48, 64
 
@@ -230,3 +233,44 @@ def test_crf_masks_accept_float64_cams_and_label_arrays():
     converted = [(image, cams.astype(np.float64), None if ids is None else np.array(ids)) for image, cams, ids in items]
     for mask, want in zip(crf_masks(iter(converted), workers=2), expected, strict=True):
         np.testing.assert_array_equal(mask, want)
+
+
+def _slow_square(value: int) -> tuple[int, int, str | None]:
+    """``value ** 2``, this process's id and its OMP_NUM_THREADS; the even values later than the odd ones (so
+    that completion order differs from input order); 13 raises."""
+    if value == 13:
+        raise ValueError("thirteen")
+    time.sleep(0.02 if value % 2 == 0 else 0.0)
+    return value * value, os.getpid(), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_ordered_pool_map_keeps_the_order_keeps_extras_here_and_reads_lazily(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # what the workers inherit, and must not keep
+    consumed = []
+
+    def items():
+        for value in range(12):
+            consumed.append(value)
+            # the extra is a lambda: it would not pickle, so it must stay in this process
+            yield (value,), (lambda v=value: v)
+
+    results = ordered_pool_map(_slow_square, items(), workers=2, in_flight=2)
+    first = next(results)
+    assert len(consumed) <= 2 * 2 < 12  # a bounded window of submitted items
+    rest = [first, *results]
+    assert [extra() for _, extra in rest] == list(range(12))
+    assert [square for (square, _, _), _ in rest] == [v * v for v in range(12)]
+    pids = {pid for (_, pid, _), _ in rest}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert {threads for (_, _, threads), _ in rest} == {"1"}  # the CRF workers are single-threaded
+    here = list(ordered_pool_map(_slow_square, [((3,), "x")], workers=1))
+    assert here == [((9, os.getpid(), "7"), "x")]  # workers <= 1: in this process, its settings untouched
+
+
+def test_ordered_pool_map_raises_a_task_error_at_its_turn():
+    for workers in (1, 2):
+        seen = []
+        with pytest.raises(ValueError, match="thirteen"):
+            for (square, _, _), extra in ordered_pool_map(_slow_square, (((v,), v) for v in range(10, 16)), workers):
+                seen.append((extra, square))
+        assert seen == [(10, 100), (11, 121), (12, 144)]  # everything before the failing item, nothing after

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,19 @@ import pytest
 import torch
 from PIL import Image
 
-from fsae.data import VOCSegmentation, make_toy_dataset
+from fsae.data import DatasetError, VOCSegmentation, make_toy_dataset
 from fsae.data.palette import read_label_png
 from fsae.engine.config import load_config
 from fsae.engine.trainer import train
 from fsae.eval import ConfusionMatrix
 from fsae.infer import load_cam_model, multiscale_cams
-from fsae.infer.pseudo_labels import DEFAULT_THRESHOLD, DEFAULT_THRESHOLDS, ThresholdCurve, seed_curve_counts
+from fsae.infer.pseudo_labels import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_THRESHOLDS,
+    ThresholdCurve,
+    make_pseudo_labels,
+    seed_curve_counts,
+)
 from fsae.infer.report import heatmap_overlay, metrics_markdown, plot_curve
 from fsae.ops import cams_to_labels
 from fsae.ops import reference as ops_reference
@@ -266,16 +271,19 @@ def test_the_clean_alternatives_are_named_options(first_run, run_dir, tmp_path):
     assert metrics_of(first_run)["scale_resize"] == "pil-bicubic"  # the default
 
 
+def script_env() -> dict[str, str]:
+    """The environment of a recipe run as a script: one thread (bit-identical CAMs) and this checkout's fsae
+    first on the path (a script's own folder, recipes/, is its sys.path[0], not the checkout)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+
+
 def test_two_processes_give_the_same_metrics_and_files(first_run, run_dir, tmp_path):
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(port)]  # fmt: skip
+    # --standalone: torchrun picks a free rendezvous port itself (a port probed and closed here could be taken)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     out = tmp_path / "two"
     args = [str(RECIPE), "--checkpoint", str(run_dir), "--output-dir", str(out), "--save-cams", *COMMON]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, cwd=ROOT, env=script_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("done: 6 images") == 1, result.stdout  # the main process reports
     assert json.loads((out / "args.json").read_text())["num_processes"] == 2
@@ -288,6 +296,85 @@ def test_two_processes_give_the_same_metrics_and_files(first_run, run_dir, tmp_p
     assert sorted(p.name for p in (out / "pictures").glob("*.png")) == sorted(
         p.name for p in (first_run / "pictures").glob("*.png")
     )
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` but ``args.json`` (which records the settings): relative path -> bytes."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "args.json")
+    return {str(p.relative_to(folder)): p.read_bytes() for p in files}
+
+
+def test_loader_workers_change_no_byte_of_the_outputs(first_run, run_dir, tmp_path):
+    # The images decoded in 2 data-loader processes or in this one, for the network's CAMs and for saved ones.
+    trees = {}
+    for workers in (0, 2):
+        net, saved = tmp_path / f"net{workers}", tmp_path / f"saved{workers}"
+        assert recipe.main(["--checkpoint", str(run_dir), "--output-dir", str(net), "--save-cams", "--workers", "2",
+                            "--loader-workers", str(workers), *COMMON]) == 0  # fmt: skip
+        assert recipe.main(["--from-cams", str(tmp_path / "net0"), "--output-dir", str(saved), "--eval",
+                            "--pictures", "2", "--loader-workers", str(workers), "--no-progress"]) == 0  # fmt: skip
+        for out in (net, saved):
+            assert json.loads((out / "args.json").read_text())["loader_workers"] == workers
+        trees[workers] = (tree_bytes(net), tree_bytes(saved))
+    assert trees[0] == trees[2]
+    files = trees[0][0]
+    for folder, count in (("seeds", 6), ("masks", 6), ("cams", 6), ("pictures", 2)):
+        assert sum(name.startswith(f"{folder}/") for name in files) == count, folder
+    assert {"metrics.json", "metrics.md", "threshold_curve.png"} <= set(files)
+    # the default: min(4, CPUs) loader processes for one process, at least 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert json.loads((first_run / "args.json").read_text())["loader_workers"] == max(1, min(4, cpus))
+
+
+@pytest.fixture
+def broken_later(toy_root, tmp_path):
+    """A copy of the toy root whose 4th image of train.txt is unreadable (the three before it are fine)."""
+    root = Path(shutil.copytree(toy_root, tmp_path / "VOC2012"))
+    ids = (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+    (root / "JPEGImages" / f"{ids[3]}.jpg").write_bytes(b"not a jpeg")
+    return root, ids
+
+
+@pytest.mark.parametrize("loader_workers", [0, 2])
+def test_an_unreadable_image_is_one_line_and_leaves_no_report_nor_partial_file(
+    first_run, run_dir, broken_later, tmp_path, capsys, loader_workers
+):
+    root, ids = broken_later
+    out = tmp_path / "out"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as first_run, so that the files written are byte-comparable with it
+    try:
+        code = recipe.main(["--checkpoint", str(run_dir), "--data-root", str(root), "--output-dir", str(out),
+                            "--save-cams", "--workers", "2", "--loader-workers", str(loader_workers),
+                            *COMMON])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 1 and err[0].startswith(f"error: unreadable image {root / 'JPEGImages' / ids[3]}.jpg"), err
+    assert not [name for name in ("metrics.json", "metrics.md", "threshold_curve.png") if (out / name).exists()]
+    # The images before the bad one are done, in order, each file whole (the same bytes as in a clean run);
+    # nothing of the bad one or after it.  Their CRF masks may still have been in the pool: none or whole.
+    assert sorted(p.stem for p in (out / "seeds").glob("*")) == sorted(ids[:3])
+    assert sorted(p.stem for p in (out / "cams").glob("*")) == sorted(ids[:3])
+    assert {p.stem for p in (out / "masks").glob("*")} <= set(ids[:3])
+    for folder in ("seeds", "cams", "masks", "pictures"):
+        for path in (out / folder).glob("*"):
+            assert path.read_bytes() == (first_run / folder / path.name).read_bytes(), path
+
+
+def test_a_loader_worker_error_is_the_same_one_line_dataset_error(run_dir, broken_later, tmp_path):
+    # Raised in a loader process, an exception would come back wrapped in that process's traceback.
+    root, ids = broken_later
+    messages = []
+    for workers in (0, 2):
+        with pytest.raises(DatasetError) as caught:
+            make_pseudo_labels(tmp_path / f"out{workers}", checkpoint=run_dir, data_root=root, split="train",
+                               scales=(1.0,), crf=False, pictures=0, loader_workers=workers,
+                               progress=False)  # fmt: skip
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1], messages
+    assert "\n" not in messages[0] and messages[0].startswith(f"unreadable image {root / 'JPEGImages' / ids[3]}.jpg")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,6 +397,7 @@ def broken_root(toy_root, tmp_path):
         (["--checkpoint", "{run}", "--data-root", "{broken}"], "error: unreadable image"),
         (["--checkpoint", "{run}", "--scales", "1,big"], "error: --scales must be comma-separated numbers"),
         (["--checkpoint", "{run}", "--threshold", "1.5"], "error: threshold must be in [0, 1]"),
+        (["--checkpoint", "{run}", "--loader-workers", "-1"], "error: loader_workers must be >= 0, got -1"),
         (["--checkpoint", "{run}", "--split", "nosuch"], "error: split must be one of"),
         (["--from-cams", "/nonexistent/cams"], "error: --from-cams folder not found"),
         ([], "error: give --checkpoint"),
@@ -342,7 +430,7 @@ def test_an_empty_split_or_a_file_as_output_is_one_line_before_work(run_dir, toy
 def test_the_script_reports_a_missing_checkpoint(tmp_path):
     result = subprocess.run(
         [sys.executable, str(RECIPE), "--checkpoint", str(tmp_path / "none"), "--output-dir", str(tmp_path / "o")],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=script_env(),
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'none'}"
