@@ -5,6 +5,9 @@ message), then runs the fused kernel of ``fsae._C`` when the extension is
 loaded and has kernels for the inputs' device, else the reference in
 :mod:`fsae.ops.reference`.  Both paths give the same results (tested).
 
+Every option after the tensors is keyword-only, here and in the layers above
+(:mod:`fsae.losses`), so that a new option cannot shift the others.
+
 Shapes and dtypes follow docs/method.md §1: CAM logits ``(B, C+1, H, W)`` with
 channel 0 = background, ``labels (B, C)`` multi-hot (float or bool; a class
 is present where its label is non-zero).  Inputs may be float16, bfloat16,
@@ -31,6 +34,7 @@ def _present(labels: torch.Tensor) -> torch.Tensor:
 def cam_normalize(
     cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     mode: str = "max",
     eps: float = 1e-5,
 ) -> torch.Tensor:
@@ -57,7 +61,7 @@ def cam_normalize(
         checks.check_same_device(cams=cams, labels=labels)
     needs_grad = torch.is_grad_enabled() and cams.requires_grad
     if needs_grad or not use_extension(cams):
-        return reference.cam_normalize(cams, labels, mode, eps)
+        return reference.cam_normalize(cams, labels, mode=mode, eps=eps)
     present = None if labels is None else _present(labels)
     return torch.ops.fsae.cam_normalize(cams.contiguous(), present, mode == "minmax", float(eps))
 
@@ -65,6 +69,7 @@ def cam_normalize(
 def cams_to_labels(
     norm_cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     bg_threshold: float | None = None,
     bg_power: float | None = None,
 ) -> torch.Tensor:
@@ -96,7 +101,7 @@ def cams_to_labels(
         )
         checks.check_same_device(norm_cams=norm_cams, labels=labels)
     if not use_extension(norm_cams):
-        return reference.cams_to_labels(norm_cams, labels, bg_threshold, bg_power)
+        return reference.cams_to_labels(norm_cams, labels, bg_threshold=bg_threshold, bg_power=bg_power)
     present = None if labels is None else _present(labels)
     threshold = None if bg_threshold is None else float(bg_threshold)
     power = None if bg_power is None else float(bg_power)
@@ -106,6 +111,7 @@ def cams_to_labels(
 def _check_expansion_args(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float,
     ring_threshold: float,
     ring_kernel: int,
@@ -127,6 +133,7 @@ def _as_masks(outputs: tuple[torch.Tensor, ...]) -> ExpansionMasks:
 def expansion_masks(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -148,10 +155,16 @@ def expansion_masks(
         ``confidence`` float32 (float64 for float64 input), and the bool
         ``conf_mask``, ``ring_mask`` and ``mask``.  Nothing is differentiable.
     """
-    _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+    options = {
+        "conf_threshold": conf_threshold,
+        "ring_threshold": ring_threshold,
+        "ring_kernel": ring_kernel,
+        "absent": absent,
+    }
+    _check_expansion_args(teacher_logits, labels, **options)
     checks.check_same_device(teacher_logits=teacher_logits, labels=labels)
     if not use_extension(teacher_logits):
-        return reference.expansion_masks(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+        return reference.expansion_masks(teacher_logits, labels, **options)
     outputs = torch.ops.fsae.expansion_masks(
         teacher_logits.detach().contiguous(),
         _present(labels),
@@ -209,6 +222,7 @@ def expansion_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -245,8 +259,14 @@ def expansion_loss(
         :class:`ExpansionMasks` of the teacher.  When the two logits differ in
         dtype both are computed in the promoted dtype.
     """
+    options = {
+        "conf_threshold": conf_threshold,
+        "ring_threshold": ring_threshold,
+        "ring_kernel": ring_kernel,
+        "absent": absent,
+    }
     checks.check_logits("student_logits", student_logits)
-    _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+    _check_expansion_args(teacher_logits, labels, **options)
     checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
     checks.check_bool("mask_student", mask_student)
     if student_logits.shape != teacher_logits.shape:
@@ -262,13 +282,11 @@ def expansion_loss(
     student = student_logits.to(dtype)
     teacher = teacher_logits.detach().to(dtype)
     if not mask_student:
-        masks = expansion_masks(teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+        masks = expansion_masks(teacher, labels, **options)
         logits = student.to(reference.accumulate_dtype(dtype))
-        return reference.weighted_ce(logits, masks, boundary_weight), masks
+        return reference.weighted_ce(logits, masks, boundary_weight=boundary_weight), masks
     if not use_extension(student):
-        return reference.expansion_loss(
-            student, teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent, boundary_weight
-        )
+        return reference.expansion_loss(student, teacher, labels, **options, boundary_weight=boundary_weight)
     loss, *masks = ExpansionLossFunction.apply(
         student.contiguous(),
         teacher.contiguous(),

@@ -19,12 +19,18 @@ def test_gradcheck_expansion_loss(device, absent, boundary_weight):
 
     def loss_of(student: torch.Tensor) -> torch.Tensor:
         loss, _ = fsae.ops.expansion_loss(
-            student, case.teacher, labels, 0.9, 0.5, absent=absent, boundary_weight=boundary_weight
+            student,
+            case.teacher,
+            labels,
+            conf_threshold=0.9,
+            ring_threshold=0.5,
+            absent=absent,
+            boundary_weight=boundary_weight,
         )
         return loss
 
     student = case.student.clone().requires_grad_()
-    _, masks = fsae.ops.expansion_loss(student, case.teacher, labels, 0.9, 0.5)
+    _, masks = fsae.ops.expansion_loss(student, case.teacher, labels, conf_threshold=0.9, ring_threshold=0.5)
     assert masks.conf_mask.any() and masks.ring_mask.any(), "the case must exercise both masks"
     assert torch.autograd.gradcheck(loss_of, (student,), eps=1e-6, atol=1e-8)
 
@@ -34,7 +40,7 @@ def test_gradcheck_through_upstream_scale(device):
     student = case.student.clone().requires_grad_()
 
     def scaled(s: torch.Tensor) -> torch.Tensor:
-        loss, _ = fsae.ops.expansion_loss(s, case.teacher, case.labels, 0.6, 0.3)
+        loss, _ = fsae.ops.expansion_loss(s, case.teacher, case.labels, conf_threshold=0.6, ring_threshold=0.3)
         return 3.5 * loss**2
 
     assert torch.autograd.gradcheck(scaled, (student,), eps=1e-6, atol=1e-8)
@@ -43,7 +49,7 @@ def test_gradcheck_through_upstream_scale(device):
 def test_second_derivative_raises(device):
     case = random_case((1, 3, 4, 4), torch.float64, device, seed=3)
     student = case.student.clone().requires_grad_()
-    loss, _ = fsae.ops.expansion_loss(student, case.teacher, case.labels, 0.6, 0.3)
+    loss, _ = fsae.ops.expansion_loss(student, case.teacher, case.labels, conf_threshold=0.6, ring_threshold=0.3)
     (grad,) = torch.autograd.grad(loss, student, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|twice|does not require grad"):
         grad.sum().backward()

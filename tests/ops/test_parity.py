@@ -65,8 +65,8 @@ def test_ring_kernels_match_reference(device, ring_kernel):
 def test_thresholds_match_reference(device, thresholds):
     conf, ring = thresholds
     case = random_case((2, 4, 15, 16), device=device, seed=7, thresholds=(conf, ring))
-    got = fsae.ops.expansion_masks(case.teacher, case.labels, conf, ring)
-    want = reference.expansion_masks(case.teacher, case.labels, conf, ring)
+    got = fsae.ops.expansion_masks(case.teacher, case.labels, conf_threshold=conf, ring_threshold=ring)
+    want = reference.expansion_masks(case.teacher, case.labels, conf_threshold=conf, ring_threshold=ring)
     assert_masks_equal(got, want, torch.float32)
 
 
@@ -126,8 +126,8 @@ def test_cam_normalize_matches_reference(device, shape, dtype, mode, with_labels
     g = torch.Generator().manual_seed(11)
     cams = (3 * torch.randn(shape, generator=g)).to(dtype).to(device)
     labels = random_labels(shape[0], shape[1], g, device) if with_labels else None
-    got = fsae.ops.cam_normalize(cams, labels, mode)
-    want = reference.cam_normalize(cams, labels, mode)
+    got = fsae.ops.cam_normalize(cams, labels, mode=mode)
+    want = reference.cam_normalize(cams, labels, mode=mode)
     assert got.dtype == dtype and got.shape == cams.shape
     exact = {"rtol": 0.0, "atol": 0.0} if dtype in (torch.float16, torch.bfloat16) else tolerances(dtype)
     torch.testing.assert_close(got, want, **exact)
