@@ -35,8 +35,8 @@ rotate.  No dataset and no weights are needed: the weights are random
 which does not change the work of a step.  The batch is ``train.batch_size``
 (``--batch`` overrides it) as one micro-batch on one device: the step of a
 1-process run without gradient accumulation.  Mixed precision
-(``--mixed-precision``, default ``train.mixed_precision``) wraps the student,
-teacher and FSAE loss in ``torch.autocast`` as Accelerate does; fp16 adds a
+(``--mixed-precision``, default ``train.mixed_precision``, ``no`` when the config leaves it
+to the launcher) wraps the student, teacher and FSAE loss in ``torch.autocast`` as Accelerate does; fp16 adds a
 GradScaler and needs CUDA.
 
 Timing: ``--warmup`` untimed steps, then ``--steps`` timed steps; figures are
@@ -453,7 +453,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
     parser.add_argument(
-        "--mixed-precision", choices=tuple(AMP_DTYPES), default=None, help="default: train.mixed_precision"
+        "--mixed-precision", choices=tuple(AMP_DTYPES), default=None, help="default: train.mixed_precision, else no"
     )
     parser.add_argument("--fsae", choices=("both", "on", "off"), default="both", help="which rows to run")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per row (10 CPU, 20 CUDA)")
@@ -479,7 +479,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     if args.batch is None:
         args.batch = config["train"]["batch_size"]
     if args.mixed_precision is None:
-        args.mixed_precision = config["train"]["mixed_precision"]
+        args.mixed_precision = config["train"]["mixed_precision"] or "no"  # None: the launcher's, here none
     if args.steps is None:
         args.steps = 20 if cuda else 10
     if args.warmup is None:
