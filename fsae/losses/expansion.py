@@ -89,6 +89,9 @@ class FSAELoss(nn.Module):
     ``(B, C)`` multi-hot.  After each call, ``last_masks`` holds the teacher's
     :class:`~fsae.ops.ExpansionMasks` and ``last_stats`` the dict of
     :func:`expansion_stats` (detached tensors: call ``.item()`` only when logging).
+
+    It compiles without graph breaks (``criterion.compile(fullgraph=True)``, or inside a compiled training step):
+    the fused ops carry their autograd formulas and fake kernels (tests/ops/test_compile.py).
     """
 
     def __init__(

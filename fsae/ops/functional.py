@@ -1,9 +1,12 @@
 """Public entry points of the fused CAM ops.
 
 Each function validates its arguments (``ValueError`` with a one-line
-message), then runs the fused kernel of ``fsae._C`` when the extension is
-loaded and has kernels for the inputs' device, else the reference in
-:mod:`fsae.ops.reference`.  Both paths give the same results (tested).
+message), then calls the operator ``torch.ops.fsae.*`` of ``fsae._C`` when the
+extension is loaded and has kernels for the inputs' device, else the reference
+in :mod:`fsae.ops.reference`.  Both paths give the same results (tested).  The
+operators carry their own autograd formulas and fake kernels
+(:mod:`fsae.ops._autograd`, :mod:`fsae.ops._fake`), so these functions hold no
+autograd logic and ``torch.compile(fullgraph=True)`` traces through them.
 
 Every option after the tensors is keyword-only, here and in the layers above
 (:mod:`fsae.losses`), so that a new option cannot shift the others.
@@ -49,9 +52,8 @@ def cam_normalize(
         eps: stabiliser, >= 0.
 
     Returns:
-        Tensor of the shape and dtype of ``cams``.  The fused kernel runs when no
-        gradient is needed; with autograd recording a graph through ``cams`` the
-        (differentiable) reference runs instead.
+        Tensor of the shape and dtype of ``cams``, differentiable w.r.t. ``cams``
+        (the op's registered backward, in torch ops).
     """
     checks.check_rank4("cams", cams, "(B, C, H, W)")
     checks.check_choice("mode", mode, checks.NORMALIZE_MODES)
@@ -59,11 +61,10 @@ def cam_normalize(
     if labels is not None:
         checks.check_labels(labels, cams.shape[0], cams.shape[1], f"cams of shape {tuple(cams.shape)}")
         checks.check_same_device(cams=cams, labels=labels)
-    needs_grad = torch.is_grad_enabled() and cams.requires_grad
-    if needs_grad or not use_extension(cams):
+    if not use_extension(cams):
         return reference.cam_normalize(cams, labels, mode=mode, eps=eps)
     present = None if labels is None else _present(labels)
-    return torch.ops.fsae.cam_normalize(cams.contiguous(), present, mode == "minmax", float(eps))
+    return torch.ops.fsae.cam_normalize(cams, present, minmax=mode == "minmax", eps=float(eps))
 
 
 def cams_to_labels(
@@ -105,7 +106,7 @@ def cams_to_labels(
     present = None if labels is None else _present(labels)
     threshold = None if bg_threshold is None else float(bg_threshold)
     power = None if bg_power is None else float(bg_power)
-    return torch.ops.fsae.cams_to_labels(norm_cams.contiguous(), present, threshold, power)
+    return torch.ops.fsae.cams_to_labels(norm_cams, present, bg_threshold=threshold, bg_power=power)
 
 
 def _check_expansion_args(
@@ -166,56 +167,14 @@ def expansion_masks(
     if not use_extension(teacher_logits):
         return reference.expansion_masks(teacher_logits, labels, **options)
     outputs = torch.ops.fsae.expansion_masks(
-        teacher_logits.detach().contiguous(),
+        teacher_logits.detach(),
         _present(labels),
-        float(conf_threshold),
-        float(ring_threshold),
-        int(ring_kernel),
-        absent == "exclude",
+        conf_threshold=float(conf_threshold),
+        ring_threshold=float(ring_threshold),
+        ring_kernel=int(ring_kernel),
+        exclude=absent == "exclude",
     )
     return _as_masks(outputs)
-
-
-class ExpansionLossFunction(torch.autograd.Function):
-    """Fused FSAE loss: forward and backward w.r.t. ``student_logits`` in ``fsae._C``.
-
-    ``forward(student, teacher, present, conf_threshold, ring_threshold,
-    ring_kernel, exclude, boundary_weight)`` returns ``(loss, *masks)``; the
-    teacher and the masks get no gradient; the backward is not itself
-    differentiable (second derivatives raise).  Inputs must be contiguous, of
-    one dtype, and ``present`` a contiguous ``(B, C)`` bool tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, student, teacher, present, conf_threshold, ring_threshold, ring_kernel, exclude, boundary_weight):
-        loss, lse, *masks = torch.ops.fsae.expansion_loss_forward(
-            student, teacher, present, conf_threshold, ring_threshold, ring_kernel, exclude, boundary_weight
-        )
-        pseudo_label, _, conf_mask, ring_mask, _ = masks
-        ctx.save_for_backward(student, lse, pseudo_label, conf_mask, ring_mask, present)
-        ctx.exclude = exclude
-        ctx.boundary_weight = boundary_weight
-        ctx.mark_non_differentiable(*masks)
-        return (loss, *masks)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, *_):
-        student, lse, pseudo_label, conf_mask, ring_mask, present = ctx.saved_tensors
-        grad_student = None
-        if ctx.needs_input_grad[0]:
-            grad_student = torch.ops.fsae.expansion_loss_backward(
-                grad_loss.contiguous(),
-                student,
-                lse,
-                pseudo_label,
-                conf_mask,
-                ring_mask,
-                present,
-                ctx.exclude,
-                ctx.boundary_weight,
-            )
-        return grad_student, None, None, None, None, None, None, None
 
 
 def expansion_loss(
@@ -287,14 +246,16 @@ def expansion_loss(
         return reference.weighted_ce(logits, masks, boundary_weight=boundary_weight), masks
     if not use_extension(student):
         return reference.expansion_loss(student, teacher, labels, **options, boundary_weight=boundary_weight)
-    loss, *masks = ExpansionLossFunction.apply(
+    # The op's registered autograd gives the fused backward w.r.t. the student (fsae.ops._autograd).  Contiguous
+    # here (a no-op for the usual conv output) so that the student it saves needs no second copy in the backward.
+    loss, _lse, *masks = torch.ops.fsae.expansion_loss_forward(
         student.contiguous(),
         teacher.contiguous(),
         _present(labels),
-        float(conf_threshold),
-        float(ring_threshold),
-        int(ring_kernel),
-        absent == "exclude",
-        None if boundary_weight is None else float(boundary_weight),
+        conf_threshold=float(conf_threshold),
+        ring_threshold=float(ring_threshold),
+        ring_kernel=int(ring_kernel),
+        exclude=absent == "exclude",
+        boundary_weight=None if boundary_weight is None else float(boundary_weight),
     )
     return loss, _as_masks(masks)

@@ -53,3 +53,19 @@ def test_second_derivative_raises(device):
     (grad,) = torch.autograd.grad(loss, student, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable|twice|does not require grad"):
         grad.sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["max", "minmax"])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_gradcheck_cam_normalize(device, mode, with_labels):
+    """The backward registered on fsae::cam_normalize (gradient through the per-map max / min) in float64."""
+    g = torch.Generator().manual_seed(3)
+    cams = 3 * torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    cams = torch.where(cams.abs() < 0.01, cams + 0.02, cams).to(device)  # away from relu's kink at 0
+    cams[1, 2] = cams[1, 2].abs() + 0.5  # an all-positive map: its min is a pixel, not relu's 0
+    labels = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]], device=device) if with_labels else None
+
+    def normalized(c: torch.Tensor) -> torch.Tensor:
+        return fsae.ops.cam_normalize(c, labels, mode=mode, eps=1e-5)
+
+    assert torch.autograd.gradcheck(normalized, (cams.requires_grad_(),), eps=1e-6, atol=1e-8)
