@@ -35,8 +35,8 @@ rotate.  No dataset and no weights are needed: the weights are random
 which does not change the work of a step.  The batch is ``train.batch_size``
 (``--batch`` overrides it) as one micro-batch on one device: the step of a
 1-process run without gradient accumulation.  Mixed precision
-(``--mixed-precision``, default ``train.mixed_precision``) wraps the student,
-teacher and FSAE loss in ``torch.autocast`` as Accelerate does; fp16 adds a
+(``--mixed-precision``, default ``train.mixed_precision``, ``no`` when the config leaves it
+to the launcher) wraps the student, teacher and FSAE loss in ``torch.autocast`` as Accelerate does; fp16 adds a
 GradScaler and needs CUDA.
 
 Timing: ``--warmup`` untimed steps, then ``--steps`` timed steps; figures are
@@ -53,6 +53,17 @@ one row, frees it, then the next, so that the peak memory
 (``torch.cuda.max_memory_allocated``, reset before each row; weights, teacher,
 optimizer state and activations) belongs to one row only.
 
+``--compile`` adds a compiled twin of each row ("on+compile", "off+compile"), built from the same
+seed and timed in the same run and order as the eager rows: ``nn.Module.compile`` (in place, so the
+modules, their ``state_dict`` keys and ``EMATeacher.update`` stay as they are) of the method
+(``fullgraph=False``: a method's own graph breaks are allowed, e.g. PPC's data-dependent contrast
+sampling), the EMA teacher and ``FSAELoss`` (both ``fullgraph=True``), with ``--compile-backend``
+(default inductor).  The compiled rows' columns are the same parts (the student's base pass, the
+teacher, the student's strong pass + FSAE loss, the backward of their compiled graphs); the notes give
+each compiled row's step time over its eager twin's and its first (compiling) step's time.  The
+optimizer step and the EMA update are not compiled.  Warm-up steps absorb the compilation (and the
+recompilations of a method's dynamic shapes): give a few.
+
 Exit status: 0, 1 when a step fails (e.g. a non-finite loss or out of memory),
 2 on bad arguments or a bad config (one line on stderr).
 
@@ -60,6 +71,7 @@ Examples::
 
     python benchmarks/bench_train_step.py                                  # toy config, CPU
     python benchmarks/bench_train_step.py --steps 3 --warmup 1 --threads 2
+    python benchmarks/bench_train_step.py --compile --batch 4 --set data.crop_size=64 --warmup 3 --steps 5
     python benchmarks/bench_train_step.py --device cuda --config recipes/configs/voc_ppc_fsae.yaml \\
         --set data.crop_size=448 --mixed-precision bf16 --json bench_train_step_cuda.json
 """
@@ -108,6 +120,7 @@ COLUMNS = (
     ("optim+EMA %", ("optimizer", "ema")),
 )
 AMP_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILED = "+compile"  # suffix of the compiled rows' names
 POOL = 4  # distinct synthetic batches, used in turn
 
 
@@ -191,21 +204,39 @@ class Setup:
     scaler: torch.amp.GradScaler
     generators: dict[str, torch.Generator]
     params: int
+    fsae_enabled: bool = True
+    compiled: bool = False
     steps_done: int = 0
     parts: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PARTS})
     parts_total: list[float] = field(default_factory=list)
     plain_total: list[float] = field(default_factory=list)
+    first_step_s: float | None = None
     peak_bytes: int | None = None
 
 
 def build_setup(
-    name: str, config: dict[str, Any], num_classes: int, device: torch.device, amp: str, seed: int
+    name: str,
+    config: dict[str, Any],
+    num_classes: int,
+    device: torch.device,
+    amp: str,
+    seed: int,
+    compile_backend: str | None = None,
 ) -> Setup:
-    """Build method, EMA teacher, FSAE loss, perturbations, optimizer and scheduler as the trainer does."""
-    torch.manual_seed(seed)  # both rows start from the same weights
+    """Build method, EMA teacher, FSAE loss, perturbations, optimizer and scheduler as the trainer does.
+
+    ``compile_backend``: compile the method (graph breaks allowed), the teacher and the loss (``fullgraph=True``)
+    in place with that ``torch.compile`` backend (None: eager).
+    """
+    torch.manual_seed(seed)  # every row starts from the same weights
     method, teacher, criterion, views = build_components(config, num_classes, pretrained=False)
     method.to(device).train()
     teacher.to(device)
+    if compile_backend is not None:
+        # in place: the modules stay the trainer's (state_dict keys, EMATeacher.update, unwrap_model)
+        method.compile(backend=compile_backend)
+        teacher.compile(backend=compile_backend, fullgraph=True)
+        criterion.compile(backend=compile_backend, fullgraph=True)
     optimizer = build_optimizer(method, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
@@ -214,7 +245,21 @@ def build_setup(
         for offset, part in enumerate(("weak", "strong", "method"))
     }
     params = sum(p.numel() for p in method.parameters())
-    return Setup(name, config, method, teacher, criterion, views, optimizer, scheduler, scaler, generators, params)
+    return Setup(
+        name,
+        config,
+        method,
+        teacher,
+        criterion,
+        views,
+        optimizer,
+        scheduler,
+        scaler,
+        generators,
+        params,
+        fsae_enabled=config["fsae"]["enabled"],
+        compiled=compile_backend is not None,
+    )
 
 
 def sync(device: torch.device) -> None:
@@ -293,6 +338,8 @@ def run_steps(
     """One (warm-up or timed) round of ``setup``: a part-timed step, plus a plain step on CUDA."""
     batch = batches[setup.steps_done % len(batches)]
     parts, total = train_step(setup, batch, device, amp_dtype, sync_parts=True)
+    if setup.first_step_s is None:
+        setup.first_step_s = total  # with --compile: mostly the compilation
     if timed:
         for part in PARTS:
             setup.parts[part].append(parts[part])
@@ -312,7 +359,9 @@ def summarize(setup: Setup, batch: int) -> dict[str, Any]:
     step_ms = 1e3 * statistics.median(step_times)
     return {
         "fsae": setup.name,
-        "fsae_enabled": setup.config["fsae"]["enabled"],
+        "fsae_enabled": setup.fsae_enabled,
+        "compiled": setup.compiled,
+        "first_step_s": setup.first_step_s,
         "images_per_s": batch / (step_ms / 1e3),
         "ms_per_step": step_ms,
         "ms_per_step_min": 1e3 * min(step_times),
@@ -363,6 +412,7 @@ def metadata(args: argparse.Namespace, config: dict[str, Any], device: torch.dev
         "warmup": args.warmup,
         "steps": args.steps,
         "order": args.order,
+        "compile_backend": args.compile_backend if args.compile else None,
         "complete": False,
     }
     if device.type == "cuda":
@@ -382,6 +432,7 @@ def header_lines(meta: dict[str, Any]) -> list[str]:
         f"{meta['optimizer']}, teacher mode {meta['teacher_mode']}",
         f"# warm-up {meta['warmup']}, median of {meta['steps']} steps, rows {meta['order']}; git {meta['git']}; "
         f"{meta['date']}",
+        *([f"# compiled rows: torch.compile backend {meta['compile_backend']}"] if meta["compile_backend"] else []),
     ]
 
 
@@ -422,12 +473,22 @@ def notes(rows: list[dict[str, Any]], device: torch.device) -> list[str]:
             )
         out.append(line)
     by_name = {r["fsae"]: r for r in rows}
-    if "on" in by_name and "off" in by_name:
-        on, off = by_name["on"], by_name["off"]
-        out.append(
-            f"FSAE on takes {on['ms_per_step'] / off['ms_per_step']:.2f}x the step time of FSAE off "
-            f"({on['images_per_s']:.2f} vs {off['images_per_s']:.2f} images/s)"
-        )
+    for suffix in ("", COMPILED):
+        on, off = by_name.get("on" + suffix), by_name.get("off" + suffix)
+        if on is not None and off is not None:
+            out.append(
+                f"FSAE {on['fsae']} takes {on['ms_per_step'] / off['ms_per_step']:.2f}x the step time of FSAE "
+                f"{off['fsae']} ({on['images_per_s']:.2f} vs {off['images_per_s']:.2f} images/s)"
+            )
+    for r in rows:
+        eager = by_name.get(r["fsae"].removesuffix(COMPILED)) if r["compiled"] else None
+        if eager is not None:
+            out.append(
+                f"compiled / eager step time, FSAE {eager['fsae']}: {r['ms_per_step'] / eager['ms_per_step']:.2f}x "
+                f"({r['images_per_s']:.2f} vs {eager['images_per_s']:.2f} images/s; of the fastest steps "
+                f"{r['ms_per_step_min'] / eager['ms_per_step_min']:.2f}x); "
+                f"first step {r['first_step_s']:.1f} s compiled vs {eager['first_step_s']:.1f} s eager"
+            )
     return out
 
 
@@ -455,7 +516,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: train.batch_size)")
     parser.add_argument(
-        "--mixed-precision", choices=tuple(AMP_DTYPES), default=None, help="default: train.mixed_precision"
+        "--mixed-precision", choices=tuple(AMP_DTYPES), default=None, help="default: train.mixed_precision, else no"
     )
     parser.add_argument("--fsae", choices=("both", "on", "off"), default="both", help="which rows to run")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per row (10 CPU, 20 CUDA)")
@@ -468,6 +529,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     )
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time each row compiled (method, teacher and FSAE loss; see the module docstring)",
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend of --compile (default inductor)"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write rows + metadata as JSON")
     args = parser.parse_args(argv)
 
@@ -481,7 +550,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     if args.batch is None:
         args.batch = config["train"]["batch_size"]
     if args.mixed_precision is None:
-        args.mixed_precision = config["train"]["mixed_precision"]
+        args.mixed_precision = config["train"]["mixed_precision"] or "no"  # None: the launcher's, here none
     if args.steps is None:
         args.steps = 20 if cuda else 10
     if args.warmup is None:
@@ -519,11 +588,14 @@ def main(argv: list[str] | None = None) -> int:
 
     batches = make_batches(POOL, args.batch, config["data"], num_classes, args.seed)
     names = ["on", "off"] if args.fsae == "both" else [args.fsae]
+    if args.compile:
+        names += [name + COMPILED for name in names]
 
     def make(name: str) -> Setup:
-        row_config = {**config, "fsae": {**config["fsae"], "enabled": name == "on"}}
+        row_config = {**config, "fsae": {**config["fsae"], "enabled": name.removesuffix(COMPILED) == "on"}}
+        backend = args.compile_backend if name.endswith(COMPILED) else None
         try:
-            return build_setup(name, row_config, num_classes, device, args.mixed_precision, args.seed)
+            return build_setup(name, row_config, num_classes, device, args.mixed_precision, args.seed, backend)
         except torch.OutOfMemoryError:
             raise
         except Exception as err:  # noqa: BLE001 - unknown backbone, bad option, missing weights: status 2
@@ -567,6 +639,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_train_step.py: a step failed: {type(err).__name__}: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     print(f"  measured in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    if args.compile:
+        from torch._dynamo.utils import counters
+
+        meta["dynamo_unique_graphs"] = counters["stats"]["unique_graphs"]
+        meta["dynamo_graph_breaks"] = {reason.splitlines()[0]: n for reason, n in counters["graph_break"].items()}
 
     meta["complete"] = True
     meta["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -581,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
         extra.append(
             f"load average (1 min) {meta['load_average'][0]:.2f} at the start, "
             f"{meta['load_average_end'][0]:.2f} at the end, on {meta['cpu_count']} CPUs"
+        )
+    if args.compile:
+        breaks = meta["dynamo_graph_breaks"]
+        extra.append(
+            f"torch.compile: {meta['dynamo_unique_graphs']} graphs, {sum(breaks.values())} graph breaks"
+            + (": " + "; ".join(f"{n}x {reason}" for reason, n in breaks.items()) if breaks else "")
         )
     print("\n".join(f"- {n}" for n in extra))
     if args.json is not None:

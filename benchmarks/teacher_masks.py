@@ -122,7 +122,11 @@ def measure(args: argparse.Namespace) -> list[dict]:
         for setting in settings:
             conf_threshold, absent = setting
             masks = expansion_masks(
-                logits, item["labels"].unsqueeze(0), conf_threshold, args.ring_threshold, absent=absent
+                logits,
+                item["labels"].unsqueeze(0),
+                conf_threshold=conf_threshold,
+                ring_threshold=args.ring_threshold,
+                absent=absent,
             )
             for g in {"all", group} & set(groups):
                 _score(counts[setting, g], masks.pseudo_label[0], masks.conf_mask[0], masks.ring_mask[0], gt)

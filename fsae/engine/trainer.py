@@ -100,12 +100,12 @@ def build_components(
     )
     teacher = EMATeacher(method, decay=fsae_cfg["ema_decay"], mode=fsae_cfg["teacher_mode"])
     criterion = FSAELoss(
-        fsae_cfg["conf_threshold"],
-        fsae_cfg["ring_threshold"],
-        fsae_cfg["ring_kernel"],
-        fsae_cfg["absent"],
-        fsae_cfg["boundary_weight"],
-        fsae_cfg["mask_student"],
+        conf_threshold=fsae_cfg["conf_threshold"],
+        ring_threshold=fsae_cfg["ring_threshold"],
+        ring_kernel=fsae_cfg["ring_kernel"],
+        absent=fsae_cfg["absent"],
+        boundary_weight=fsae_cfg["boundary_weight"],
+        mask_student=fsae_cfg["mask_student"],
     )
     return method, teacher, criterion, TrainingViews.from_config(config)
 

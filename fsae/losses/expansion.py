@@ -27,6 +27,7 @@ def fsae_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -36,19 +37,19 @@ def fsae_loss(
 ) -> torch.Tensor:
     """The FSAE loss alone: a 0-d float32 tensor (float64 for float64 logits).
 
-    Same arguments as :func:`fsae.ops.expansion_loss`, which also returns the
+    Same arguments as :func:`fsae.ops.expansion_loss` (the options keyword-only), which also returns the
     teacher's masks.  Gradient flows to ``student_logits`` only.
     """
     loss, _ = expansion_loss(
         student_logits,
         teacher_logits,
         labels,
-        conf_threshold,
-        ring_threshold,
-        ring_kernel,
-        absent,
-        boundary_weight,
-        mask_student,
+        conf_threshold=conf_threshold,
+        ring_threshold=ring_threshold,
+        ring_kernel=ring_kernel,
+        absent=absent,
+        boundary_weight=boundary_weight,
+        mask_student=mask_student,
     )
     return loss
 
@@ -71,7 +72,7 @@ def expansion_stats(masks: ExpansionMasks) -> dict[str, torch.Tensor]:
 class FSAELoss(nn.Module):
     """FSAE expansion loss: student CE on the EMA teacher's confident pixels and ring.
 
-    Args:
+    Args (keyword-only):
         conf_threshold: ``tau_conf``; pixels whose teacher confidence reaches it are supervised.
         ring_threshold: ``tau_ring``; the ring around the confident foreground needs this confidence.
         ring_kernel: odd window of the dilation that makes the ring (3 = one pixel, the paper).
@@ -88,10 +89,14 @@ class FSAELoss(nn.Module):
     ``(B, C)`` multi-hot.  After each call, ``last_masks`` holds the teacher's
     :class:`~fsae.ops.ExpansionMasks` and ``last_stats`` the dict of
     :func:`expansion_stats` (detached tensors: call ``.item()`` only when logging).
+
+    It compiles without graph breaks (``criterion.compile(fullgraph=True)``, or inside a compiled training step):
+    the fused ops carry their autograd formulas and fake kernels (tests/ops/test_compile.py).
     """
 
     def __init__(
         self,
+        *,
         conf_threshold: float = 0.95,
         ring_threshold: float = 0.8,
         ring_kernel: int = 3,
@@ -120,12 +125,12 @@ class FSAELoss(nn.Module):
             student_logits,
             teacher_logits,
             labels,
-            self.conf_threshold,
-            self.ring_threshold,
-            self.ring_kernel,
-            self.absent,
-            self.boundary_weight,
-            self.mask_student,
+            conf_threshold=self.conf_threshold,
+            ring_threshold=self.ring_threshold,
+            ring_kernel=self.ring_kernel,
+            absent=self.absent,
+            boundary_weight=self.boundary_weight,
+            mask_student=self.mask_student,
         )
         self.last_masks = masks
         self.last_stats = expansion_stats(masks)

@@ -4,6 +4,10 @@ The four ops run in the compiled extension ``fsae._C`` (C++ kernels for the
 CPU, CUDA kernels when the build found a CUDA toolkit) and fall back to the
 pure PyTorch reference (:mod:`fsae.ops.reference`) with a one-time warning
 when it is missing.  ``FSAE_DISABLE_EXTENSION=1`` forces the reference.
+The operators ``torch.ops.fsae.*`` carry their own autograd formulas and fake
+kernels, so they are differentiable and ``torch.compile(fullgraph=True)``
+traces through them (and through these functions) without graph breaks.
+Every option after the tensors is keyword-only.
 
 >>> import torch, fsae.ops
 >>> logits = torch.randn(2, 21, 56, 56)            # (B, C+1, h, w), channel 0 = background
@@ -15,7 +19,6 @@ torch.Size([2, 56, 56])
 
 from fsae.ops._extension import build_info, has_extension
 from fsae.ops.functional import (
-    ExpansionLossFunction,
     ExpansionMasks,
     cam_normalize,
     cams_to_labels,
@@ -24,7 +27,6 @@ from fsae.ops.functional import (
 )
 
 __all__ = [
-    "ExpansionLossFunction",
     "ExpansionMasks",
     "build_info",
     "cam_normalize",

@@ -51,7 +51,8 @@ _DEVICES: frozenset[str] = (
     frozenset() if _C is None else frozenset({"cpu", "cuda"}) if _C.cuda_compiled() else frozenset({"cpu"})
 )
 if _C is not None:
-    from fsae.ops import _fake  # noqa: F401  (shape functions of torch.ops.fsae.* for torch.compile)
+    # shape functions and backward formulas of torch.ops.fsae.* (for torch.compile and autograd)
+    from fsae.ops import _autograd, _fake  # noqa: F401
 
 
 def has_extension() -> bool:

@@ -1,8 +1,9 @@
 """Shape functions ("fake" kernels) of the ``torch.ops.fsae.*`` operators.
 
-They let ``torch.compile`` trace through the fused ops (and the autograd
-Function around the loss) without running them: each returns empty tensors
-of the shapes and dtypes the real kernel returns.  Imported by
+They let ``torch.compile`` trace through the fused ops (forward and, by the
+formulas of :mod:`fsae.ops._autograd`, backward) without running them: each
+returns empty tensors of the shapes, strides and dtypes the real kernel
+returns (checked by ``torch.library.opcheck`` in tests/ops/test_compile.py).  Imported by
 ``fsae.ops._extension`` once ``fsae._C`` has registered the operators.
 """
 

@@ -1,9 +1,15 @@
 """Public entry points of the fused CAM ops.
 
 Each function validates its arguments (``ValueError`` with a one-line
-message), then runs the fused kernel of ``fsae._C`` when the extension is
-loaded and has kernels for the inputs' device, else the reference in
-:mod:`fsae.ops.reference`.  Both paths give the same results (tested).
+message), then calls the operator ``torch.ops.fsae.*`` of ``fsae._C`` when the
+extension is loaded and has kernels for the inputs' device, else the reference
+in :mod:`fsae.ops.reference`.  Both paths give the same results (tested).  The
+operators carry their own autograd formulas and fake kernels
+(:mod:`fsae.ops._autograd`, :mod:`fsae.ops._fake`), so these functions hold no
+autograd logic and ``torch.compile(fullgraph=True)`` traces through them.
+
+Every option after the tensors is keyword-only, here and in the layers above
+(:mod:`fsae.losses`), so that a new option cannot shift the others.
 
 Shapes and dtypes follow docs/method.md §1: CAM logits ``(B, C+1, H, W)`` with
 channel 0 = background, ``labels (B, C)`` multi-hot (float or bool; a class
@@ -31,6 +37,7 @@ def _present(labels: torch.Tensor) -> torch.Tensor:
 def cam_normalize(
     cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     mode: str = "max",
     eps: float = 1e-5,
 ) -> torch.Tensor:
@@ -45,9 +52,8 @@ def cam_normalize(
         eps: stabiliser, >= 0.
 
     Returns:
-        Tensor of the shape and dtype of ``cams``.  The fused kernel runs when no
-        gradient is needed; with autograd recording a graph through ``cams`` the
-        (differentiable) reference runs instead.
+        Tensor of the shape and dtype of ``cams``, differentiable w.r.t. ``cams``
+        (the op's registered backward, in torch ops).
     """
     checks.check_rank4("cams", cams, "(B, C, H, W)")
     checks.check_choice("mode", mode, checks.NORMALIZE_MODES)
@@ -55,16 +61,16 @@ def cam_normalize(
     if labels is not None:
         checks.check_labels(labels, cams.shape[0], cams.shape[1], f"cams of shape {tuple(cams.shape)}")
         checks.check_same_device(cams=cams, labels=labels)
-    needs_grad = torch.is_grad_enabled() and cams.requires_grad
-    if needs_grad or not use_extension(cams):
-        return reference.cam_normalize(cams, labels, mode, eps)
+    if not use_extension(cams):
+        return reference.cam_normalize(cams, labels, mode=mode, eps=eps)
     present = None if labels is None else _present(labels)
-    return torch.ops.fsae.cam_normalize(cams.contiguous(), present, mode == "minmax", float(eps))
+    return torch.ops.fsae.cam_normalize(cams, present, minmax=mode == "minmax", eps=float(eps))
 
 
 def cams_to_labels(
     norm_cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     bg_threshold: float | None = None,
     bg_power: float | None = None,
 ) -> torch.Tensor:
@@ -96,16 +102,17 @@ def cams_to_labels(
         )
         checks.check_same_device(norm_cams=norm_cams, labels=labels)
     if not use_extension(norm_cams):
-        return reference.cams_to_labels(norm_cams, labels, bg_threshold, bg_power)
+        return reference.cams_to_labels(norm_cams, labels, bg_threshold=bg_threshold, bg_power=bg_power)
     present = None if labels is None else _present(labels)
     threshold = None if bg_threshold is None else float(bg_threshold)
     power = None if bg_power is None else float(bg_power)
-    return torch.ops.fsae.cams_to_labels(norm_cams.contiguous(), present, threshold, power)
+    return torch.ops.fsae.cams_to_labels(norm_cams, present, bg_threshold=threshold, bg_power=power)
 
 
 def _check_expansion_args(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float,
     ring_threshold: float,
     ring_kernel: int,
@@ -127,6 +134,7 @@ def _as_masks(outputs: tuple[torch.Tensor, ...]) -> ExpansionMasks:
 def expansion_masks(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -148,67 +156,32 @@ def expansion_masks(
         ``confidence`` float32 (float64 for float64 input), and the bool
         ``conf_mask``, ``ring_mask`` and ``mask``.  Nothing is differentiable.
     """
-    _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+    options = {
+        "conf_threshold": conf_threshold,
+        "ring_threshold": ring_threshold,
+        "ring_kernel": ring_kernel,
+        "absent": absent,
+    }
+    _check_expansion_args(teacher_logits, labels, **options)
     checks.check_same_device(teacher_logits=teacher_logits, labels=labels)
     if not use_extension(teacher_logits):
-        return reference.expansion_masks(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+        return reference.expansion_masks(teacher_logits, labels, **options)
     outputs = torch.ops.fsae.expansion_masks(
-        teacher_logits.detach().contiguous(),
+        teacher_logits.detach(),
         _present(labels),
-        float(conf_threshold),
-        float(ring_threshold),
-        int(ring_kernel),
-        absent == "exclude",
+        conf_threshold=float(conf_threshold),
+        ring_threshold=float(ring_threshold),
+        ring_kernel=int(ring_kernel),
+        exclude=absent == "exclude",
     )
     return _as_masks(outputs)
-
-
-class ExpansionLossFunction(torch.autograd.Function):
-    """Fused FSAE loss: forward and backward w.r.t. ``student_logits`` in ``fsae._C``.
-
-    ``forward(student, teacher, present, conf_threshold, ring_threshold,
-    ring_kernel, exclude, boundary_weight)`` returns ``(loss, *masks)``; the
-    teacher and the masks get no gradient; the backward is not itself
-    differentiable (second derivatives raise).  Inputs must be contiguous, of
-    one dtype, and ``present`` a contiguous ``(B, C)`` bool tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, student, teacher, present, conf_threshold, ring_threshold, ring_kernel, exclude, boundary_weight):
-        loss, lse, *masks = torch.ops.fsae.expansion_loss_forward(
-            student, teacher, present, conf_threshold, ring_threshold, ring_kernel, exclude, boundary_weight
-        )
-        pseudo_label, _, conf_mask, ring_mask, _ = masks
-        ctx.save_for_backward(student, lse, pseudo_label, conf_mask, ring_mask, present)
-        ctx.exclude = exclude
-        ctx.boundary_weight = boundary_weight
-        ctx.mark_non_differentiable(*masks)
-        return (loss, *masks)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss, *_):
-        student, lse, pseudo_label, conf_mask, ring_mask, present = ctx.saved_tensors
-        grad_student = None
-        if ctx.needs_input_grad[0]:
-            grad_student = torch.ops.fsae.expansion_loss_backward(
-                grad_loss.contiguous(),
-                student,
-                lse,
-                pseudo_label,
-                conf_mask,
-                ring_mask,
-                present,
-                ctx.exclude,
-                ctx.boundary_weight,
-            )
-        return grad_student, None, None, None, None, None, None, None
 
 
 def expansion_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -245,8 +218,14 @@ def expansion_loss(
         :class:`ExpansionMasks` of the teacher.  When the two logits differ in
         dtype both are computed in the promoted dtype.
     """
+    options = {
+        "conf_threshold": conf_threshold,
+        "ring_threshold": ring_threshold,
+        "ring_kernel": ring_kernel,
+        "absent": absent,
+    }
     checks.check_logits("student_logits", student_logits)
-    _check_expansion_args(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+    _check_expansion_args(teacher_logits, labels, **options)
     checks.check_nonnegative("boundary_weight", boundary_weight, allow_none=True)
     checks.check_bool("mask_student", mask_student)
     if student_logits.shape != teacher_logits.shape:
@@ -262,21 +241,21 @@ def expansion_loss(
     student = student_logits.to(dtype)
     teacher = teacher_logits.detach().to(dtype)
     if not mask_student:
-        masks = expansion_masks(teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+        masks = expansion_masks(teacher, labels, **options)
         logits = student.to(reference.accumulate_dtype(dtype))
-        return reference.weighted_ce(logits, masks, boundary_weight), masks
+        return reference.weighted_ce(logits, masks, boundary_weight=boundary_weight), masks
     if not use_extension(student):
-        return reference.expansion_loss(
-            student, teacher, labels, conf_threshold, ring_threshold, ring_kernel, absent, boundary_weight
-        )
-    loss, *masks = ExpansionLossFunction.apply(
+        return reference.expansion_loss(student, teacher, labels, **options, boundary_weight=boundary_weight)
+    # The op's registered autograd gives the fused backward w.r.t. the student (fsae.ops._autograd).  Contiguous
+    # here (a no-op for the usual conv output) so that the student it saves needs no second copy in the backward.
+    loss, _lse, *masks = torch.ops.fsae.expansion_loss_forward(
         student.contiguous(),
         teacher.contiguous(),
         _present(labels),
-        float(conf_threshold),
-        float(ring_threshold),
-        int(ring_kernel),
-        absent == "exclude",
-        None if boundary_weight is None else float(boundary_weight),
+        conf_threshold=float(conf_threshold),
+        ring_threshold=float(ring_threshold),
+        ring_kernel=int(ring_kernel),
+        exclude=absent == "exclude",
+        boundary_weight=None if boundary_weight is None else float(boundary_weight),
     )
     return loss, _as_masks(masks)

@@ -7,6 +7,7 @@ fallback used when the compiled extension is missing (or disabled with
 
 The functions here do not validate their arguments; the public entry points
 in :mod:`fsae.ops` do that and then call either this module or ``fsae._C``.
+As there, every option after the tensors is keyword-only.
 
 Conventions (docs/method.md §1): CAM logits are ``(B, C+1, H, W)`` with channel 0 =
 background; ``labels`` are ``(B, C)`` multi-hot over the foreground classes
@@ -62,7 +63,7 @@ def _present(labels: torch.Tensor) -> torch.Tensor:
     return labels.detach() != 0
 
 
-def masked_logits(logits: torch.Tensor, labels: torch.Tensor, absent: str) -> torch.Tensor:
+def masked_logits(logits: torch.Tensor, labels: torch.Tensor, *, absent: str) -> torch.Tensor:
     """Apply the image labels to CAM logits ``(B, C+1, H, W)``.
 
     Background (channel 0) is untouched.  An absent class gets logit 0 in
@@ -80,6 +81,7 @@ def masked_logits(logits: torch.Tensor, labels: torch.Tensor, absent: str) -> to
 def cam_normalize(
     cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     mode: str = "max",
     eps: float = 1e-5,
 ) -> torch.Tensor:
@@ -107,6 +109,7 @@ def cam_normalize(
 def cams_to_labels(
     norm_cams: torch.Tensor,
     labels: torch.Tensor | None = None,
+    *,
     bg_threshold: float | None = None,
     bg_power: float | None = None,
 ) -> torch.Tensor:
@@ -131,6 +134,7 @@ def cams_to_labels(
 def expansion_masks(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -145,7 +149,7 @@ def expansion_masks(
     No gradient flows to the teacher.
     """
     with torch.no_grad():
-        logits = masked_logits(teacher_logits, labels, absent)
+        logits = masked_logits(teacher_logits, labels, absent=absent)
         prob = logits.softmax(dim=1)
         confidence = prob.amax(dim=1)
         pseudo_label = logits.argmax(dim=1)
@@ -163,6 +167,7 @@ def expansion_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    *,
     conf_threshold: float = 0.95,
     ring_threshold: float = 0.8,
     ring_kernel: int = 3,
@@ -180,15 +185,22 @@ def expansion_loss(
     Returns a 0-d loss in the accumulate dtype, differentiable w.r.t.
     ``student_logits`` only, and the masks.
     """
-    masks = expansion_masks(teacher_logits, labels, conf_threshold, ring_threshold, ring_kernel, absent)
+    masks = expansion_masks(
+        teacher_logits,
+        labels,
+        conf_threshold=conf_threshold,
+        ring_threshold=ring_threshold,
+        ring_kernel=ring_kernel,
+        absent=absent,
+    )
     if mask_student:
-        logits = masked_logits(student_logits, labels, absent)
+        logits = masked_logits(student_logits, labels, absent=absent)
     else:
         logits = student_logits.to(accumulate_dtype(student_logits.dtype))
-    return weighted_ce(logits, masks, boundary_weight), masks
+    return weighted_ce(logits, masks, boundary_weight=boundary_weight), masks
 
 
-def weighted_ce(logits: torch.Tensor, masks: ExpansionMasks, boundary_weight: float | None) -> torch.Tensor:
+def weighted_ce(logits: torch.Tensor, masks: ExpansionMasks, *, boundary_weight: float | None) -> torch.Tensor:
     """``sum(w * CE) / (B * H * W)`` of :func:`expansion_loss` for student ``logits (B, C+1, H, W)``, as given."""
     target = logits.gather(1, masks.pseudo_label[:, None])[:, 0]
     ce = torch.logsumexp(logits, dim=1) - target

@@ -29,7 +29,7 @@ class Case:
 
 def _ambiguous(logits: torch.Tensor, labels: torch.Tensor, absent: str, thresholds: tuple[float, ...]) -> torch.Tensor:
     """(B, H, W) bool: pixels whose confidence or fg confidence is near a threshold."""
-    masked = reference.masked_logits(logits.double(), labels, absent)
+    masked = reference.masked_logits(logits.double(), labels, absent=absent)
     prob = masked.softmax(dim=1)
     near = torch.zeros(prob.shape[0], *prob.shape[2:], dtype=torch.bool, device=prob.device)
     for value in (prob.amax(dim=1), prob[:, 1:].amax(dim=1)):

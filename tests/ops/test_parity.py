@@ -65,8 +65,8 @@ def test_ring_kernels_match_reference(device, ring_kernel):
 def test_thresholds_match_reference(device, thresholds):
     conf, ring = thresholds
     case = random_case((2, 4, 15, 16), device=device, seed=7, thresholds=(conf, ring))
-    got = fsae.ops.expansion_masks(case.teacher, case.labels, conf, ring)
-    want = reference.expansion_masks(case.teacher, case.labels, conf, ring)
+    got = fsae.ops.expansion_masks(case.teacher, case.labels, conf_threshold=conf, ring_threshold=ring)
+    want = reference.expansion_masks(case.teacher, case.labels, conf_threshold=conf, ring_threshold=ring)
     assert_masks_equal(got, want, torch.float32)
 
 
@@ -126,13 +126,45 @@ def test_cam_normalize_matches_reference(device, shape, dtype, mode, with_labels
     g = torch.Generator().manual_seed(11)
     cams = (3 * torch.randn(shape, generator=g)).to(dtype).to(device)
     labels = random_labels(shape[0], shape[1], g, device) if with_labels else None
-    got = fsae.ops.cam_normalize(cams, labels, mode)
-    want = reference.cam_normalize(cams, labels, mode)
+    got = fsae.ops.cam_normalize(cams, labels, mode=mode)
+    want = reference.cam_normalize(cams, labels, mode=mode)
     assert got.dtype == dtype and got.shape == cams.shape
     exact = {"rtol": 0.0, "atol": 0.0} if dtype in (torch.float16, torch.bfloat16) else tolerances(dtype)
     torch.testing.assert_close(got, want, **exact)
     if with_labels:
         assert not got[~(labels != 0)].any()
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("mode", ["max", "minmax"])
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_cam_normalize_gradient_matches_reference(device, dtype, mode, with_labels):
+    """The backward registered on fsae::cam_normalize against autograd through the reference, with tied maxima
+    and minima (the gradient is shared evenly), an all-negative map and a constant one."""
+    g = torch.Generator().manual_seed(12)
+    shape = (2, 5, 9, 7)
+    cams = 3 * torch.randn(shape, generator=g)
+    cams[0, 0, :2, :2] = cams[0, 0].max() + 1  # four tied maxima
+    cams[0, 1] = cams[0, 1].abs() + 1
+    cams[0, 1, 0, :3] = 0.5  # an all-positive map with three tied minima
+    cams[1, 2] = -cams[1, 2].abs() - 0.1  # all negative: zero output
+    cams[1, 3] = 2.0  # constant: max = min
+    cams = cams.to(dtype).to(device)
+    labels = random_labels(shape[0], shape[1], g, device) if with_labels else None
+    upstream = torch.randn(shape, generator=g).to(device)
+    grads = []
+    for impl in (fsae.ops, reference):
+        x = cams.clone().requires_grad_()
+        out = impl.cam_normalize(x, labels, mode=mode)
+        (grad,) = torch.autograd.grad((out.to(upstream.dtype) * upstream).sum(), x)
+        grads.append(grad)
+    got, want = grads
+    assert got.dtype == dtype and want.abs().amax() > 0
+    if dtype in (torch.float16, torch.bfloat16):
+        # both round a float32 gradient to half precision; allow one rounding step
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-3)
+    else:
+        torch.testing.assert_close(got, want, **tolerances(dtype))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 20, 9, 11), (3, 4, 1, 200), (1, 80, 16, 16)])
