@@ -312,7 +312,12 @@ class CamOptimSection(OptimSection):
 class CamTrainSection(TrainSection):
     """``train`` of the CAM stage: :class:`TrainSection` plus its own switches."""
 
-    compile: bool = setting(False, "torch.compile the training step (fsae.engine.trainer)")
+    compile: bool = setting(
+        False,
+        "torch.compile the method, the EMA teacher and the FSAE loss in place (nn.Module.compile; the loss and "
+        "teacher with fullgraph): the first step and the step at fsae.start_step compile (seconds to minutes); "
+        "benchmarks/bench_train_step.py --compile measures it",
+    )
 
 
 @dataclass

@@ -53,7 +53,7 @@ from fsae.errors import ConfigError
 from fsae.losses import EMATeacher, FSAELoss
 from fsae.methods import build_method
 
-__all__ = ["build_components", "build_dataset", "step_terms", "train"]
+__all__ = ["build_components", "build_dataset", "compile_components", "step_terms", "train"]
 
 
 def build_dataset(config: dict[str, Any]):
@@ -108,6 +108,21 @@ def build_components(
         mask_student=fsae_cfg["mask_student"],
     )
     return method, teacher, criterion, TrainingViews.from_config(config)
+
+
+def compile_components(
+    method: torch.nn.Module, teacher: EMATeacher, criterion: FSAELoss, backend: str = "inductor"
+) -> None:
+    """``train.compile``: ``torch.compile`` the three modules of a step in place (``nn.Module.compile``, so the
+    state-dict keys, checkpoints, resume and the EMA update stay as they are).
+
+    The FSAE loss and the teacher's CAM logits compile whole (``fullgraph=True``: the fused ops have fake kernels and
+    registered autograd); the method allows graph breaks, as PPC's contrast term samples its anchors with
+    data-dependent counts (SIPE and MCTformer compile whole).  The optimizer step and the EMA update stay eager.
+    """
+    method.compile(backend=backend)
+    teacher.compile(fullgraph=True, backend=backend)
+    criterion.compile(fullgraph=True, backend=backend)
 
 
 def step_terms(
@@ -197,6 +212,8 @@ def train(
         check_data(dataset, accelerator)
     loader = make_loader(dataset, per_process, processes, config)
     method, teacher, criterion, views = build_components(config, dataset.num_classes)
+    if train_cfg.get("compile"):
+        compile_components(method, teacher, criterion)
     optimizer = build_optimizer(method, config)
     scheduler = make_scheduler(optimizer, config, len(dataset))
     state = TrainState(train_cfg["seed"], accelerator.process_index)

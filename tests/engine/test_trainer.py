@@ -250,3 +250,60 @@ def test_sipe_gets_the_crop_valid_mask_and_clipped_gradients(toy_root, tmp_path,
     norms.clear()
     train(tiny_config(toy_root, **{"train.max_steps": 1}), tmp_path / "ppc", progress=False)
     assert norms == []
+
+
+def test_compile_components_keeps_the_step_and_the_checkpoint_keys():
+    """train.compile: the modules compiled in place give the eager step's loss and gradients, keep their
+    state-dict keys (checkpoints and resume unchanged) and the EMA update still reaches the teacher."""
+    import copy
+
+    from fsae.engine.trainer import compile_components, step_terms
+    from fsae.losses import EMATeacher, FSAELoss
+    from fsae.methods import build_method
+
+    torch.manual_seed(2)
+    method = build_method("sipe", num_classes=3, backbone="resnet10t", last_stage="dilated", output_stride=8,
+                          frozen_levels=0, batchnorm="train").train()  # fmt: skip
+    images = torch.randn(2, 3, 48, 48)
+    strong = images + 0.1 * torch.randn_like(images)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    runs = []
+    for compiled in (False, True):
+        student = copy.deepcopy(method)
+        teacher, criterion = EMATeacher(student, decay=0.5), FSAELoss(conf_threshold=0.6, ring_threshold=0.3)
+        keys = list(student.state_dict())
+        if compiled:
+            compile_components(student, teacher, criterion, backend="aot_eager")
+            assert list(student.state_dict()) == keys  # no _orig_mod. prefix: checkpoints load either way
+            assert all(m._compiled_call_impl is not None for m in (student, teacher, criterion))
+        terms = step_terms(student, teacher, criterion, 1.0, images, strong, labels)
+        sum(terms.values()).backward()
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(1.0)
+        teacher.update(student)
+        runs.append((terms, {n: p.grad for n, p in student.named_parameters()}, teacher.module.state_dict()))
+    (want, want_grads, want_teacher), (got, grads, teacher_state) = runs
+    assert want["fsae"] > 0
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    for name, grad in want_grads.items():
+        if grad is not None:
+            torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    for name, value in want_teacher.items():
+        torch.testing.assert_close(teacher_state[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_train_compile_compiles_the_components(toy_root, tmp_path, monkeypatch):
+    from fsae.engine import trainer as trainer_module
+
+    real, seen = trainer_module.compile_components, []
+
+    def fast(method, teacher, criterion):  # aot_eager: the traced graph without inductor's minutes of codegen
+        seen.append(type(method).__name__)
+        real(method, teacher, criterion, backend="aot_eager")
+
+    monkeypatch.setattr(trainer_module, "compile_components", fast)
+    summary = train(tiny_config(toy_root, **{"train.compile": True, "train.max_steps": 2}), tmp_path, progress=False)
+    assert seen == ["PPCMethod"] and summary["steps"] == 2 and math.isfinite(summary["loss"])
+    assert load_file(tmp_path / "model.safetensors").keys() == load_file(tmp_path / "teacher.safetensors").keys()
