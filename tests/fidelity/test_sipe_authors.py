@@ -150,22 +150,28 @@ def test_two_training_steps_equal_theirs(run_dir):
     ours = _our_steps(run_dir, fixture)
     np.testing.assert_allclose(ours["momentum"], fixture["momentum"], rtol=0)
     np.testing.assert_allclose(ours["weight_decay"], fixture["weight_decay"], rtol=0)
+    # Tolerances: the fixture was made on an Intel Xeon; float32 convolutions reduce in another order on other CPU
+    # types (oneDNN's AVX-512 vs AVX2 kernels), and the second step starts from the first one's update. Measured on
+    # an AMD EPYC: losses and gradient norms within 1.1e-5 relative, gradient and parameter summaries within 1.6e-3
+    # of the tensor's norm; what this test guards against moves them by 1.2 (momentum 0.9 instead of their 1e-4) and
+    # 5.1 (no clipping) of the norm, so 5e-3 still tells them apart by a factor of 240.
+    close = 5e-3
     for k in range(2):
         for name in ("loss_cls", "loss_gsc", "norm"):
-            np.testing.assert_allclose(ours[f"{name}_{k}"], fixture[f"{name}_{k}"], rtol=1e-5, err_msg=f"{name}_{k}")
+            np.testing.assert_allclose(ours[f"{name}_{k}"], fixture[f"{name}_{k}"], rtol=1e-4, err_msg=f"{name}_{k}")
         np.testing.assert_allclose(ours[f"lr_{k}"], fixture[f"lr_{k}"], rtol=1e-12)
         theirs = {key.split("/", 1)[1] for key in fixture if key.startswith(f"grad_{k}/")}
         assert {_their_name(n) for n in ours[f"grad_{k}"]} == theirs  # the same parameters get gradients
         for name, grad in ours[f"grad_{k}"].items():
             expected = fixture[f"grad_{k}/{_their_name(name)}"]
-            np.testing.assert_allclose(summarise(_their_name(name), grad), expected, rtol=1e-4,
-                                       atol=1e-5 * expected[0], err_msg=name)  # fmt: skip
+            np.testing.assert_allclose(summarise(_their_name(name), grad), expected, rtol=0,
+                                       atol=close * expected[0], err_msg=name)  # fmt: skip
     assert fixture["norm_0"] > 1 and fixture["norm_1"] > 1  # clipping was active in both steps
     worst = 0.0
     for name, update in ours["update"].items():
         expected = fixture[f"update/{_their_name(name)}"]
         got = summarise(_their_name(name), update)
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * max(expected[0], 1e-12), err_msg=name)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=close * max(expected[0], 1e-12), err_msg=name)
         worst = max(worst, float(np.abs(got - expected).max() / max(expected[0], 1e-12)))
     print(f"parameters after two steps: worst summary difference {worst:.1e} (relative to the update's norm)")
 
