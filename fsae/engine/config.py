@@ -241,7 +241,7 @@ class AugmentSection:
 
 @dataclass
 class OptimSection:
-    """``optim``: the optimizer and its per-step schedule (fsae.engine.trainer.build_optimizer / lr_factor)."""
+    """``optim``: the optimizer and its per-step schedule (fsae.engine.schedule.build_optimizer / lr_factor)."""
 
     name: Literal["sgd", "adamw"] = setting("sgd", "the optimizer (new layers at their lr_mult x optim.lr)")
     lr: float = setting(0.01, "the base learning rate", allowed="> 0")
