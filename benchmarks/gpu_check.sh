@@ -25,7 +25,8 @@
 #   wheels     pip install --target the wheels carried in .whl/ (kornia, kornia_rs: the image lacks them;
 #              see the device README) and put them on PYTHONPATH; needed by trainbench and toy
 #   trainbench python benchmarks/bench_train_step.py --device cuda on voc_ppc_fsae.yaml at the paper's 448 px
-#              crops, bf16 (FSAE_GPU_CHECK_TRAIN_ARGS replaces those arguments)
+#              crops, bf16 (FSAE_GPU_CHECK_TRAIN_ARGS replaces those arguments; FSAE_GPU_CHECK_TRAIN_COMPILE=1
+#              adds --compile: the step with and without torch.compile, as train.compile does it)
 #   toy        benchmarks/toy_quality.py on the GPU, one run per ';'-separated argument list in
 #              FSAE_GPU_CHECK_TOY (at once, each in its own folder); JSON and the run logs come back
 # Every step runs even when an earlier one failed (steps that need the build are skipped when it
@@ -471,8 +472,13 @@ fi
 
 if want trainbench; then
     TRAIN_ARGS=${FSAE_GPU_CHECK_TRAIN_ARGS:---config recipes/configs/voc_ppc_fsae.yaml --set data.crop_size=448 --mixed-precision bf16}
+    TRAIN_LIMIT=150
+    if [[ ${FSAE_GPU_CHECK_TRAIN_COMPILE:-0} == 1 ]]; then  # compiled twins of the rows (train.compile), same run
+        TRAIN_ARGS="$TRAIN_ARGS --compile"
+        TRAIN_LIMIT=420
+    fi
     # shellcheck disable=SC2086 # a list of words on purpose
-    run_step trainbench 0 150 "$OUT/bench.log" \
+    run_step trainbench 0 "$TRAIN_LIMIT" "$OUT/bench.log" \
         "$PY" benchmarks/bench_train_step.py --device cuda --json "$OUT/bench_train_step_cuda.json" $TRAIN_ARGS
     [[ $DRY == 1 ]] || sed -n '/^| FSAE/,/^$/p;/^- FSAE on takes/p' "$OUT/bench.log" | cut -c1-220
 fi
