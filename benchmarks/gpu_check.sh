@@ -480,7 +480,7 @@ if want trainbench; then
     # shellcheck disable=SC2086 # a list of words on purpose
     run_step trainbench 0 "$TRAIN_LIMIT" "$OUT/bench.log" \
         "$PY" benchmarks/bench_train_step.py --device cuda --json "$OUT/bench_train_step_cuda.json" $TRAIN_ARGS
-    [[ $DRY == 1 ]] || sed -n '/^| FSAE/,/^$/p;/^- FSAE on takes/p' "$OUT/bench.log" | cut -c1-220
+    [[ $DRY == 1 ]] || sed -n '/^| FSAE/,/^$/p;/^- FSAE on takes/p;/^- compiled/p' "$OUT/bench.log" | cut -c1-220
 fi
 
 if want toy && [[ -z $TOY_PID ]]; then
