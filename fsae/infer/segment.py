@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsae.constants import IMAGENET_MEAN, IMAGENET_STD
+from fsae.augment import imagenet_normalize
 from fsae.data.palette import write_label_png
 from fsae.eval.confusion import ConfusionMatrix
 from fsae.infer._scales import summed_scale_probs
@@ -154,15 +154,13 @@ def segment_dataset(
 
         bar = tqdm(total=len(shard), desc="segment", dynamic_ncols=True)
     autocast = accelerator.autocast if accelerator is not None else _no_autocast
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     was_training = model.training
     model.eval()
 
     def probabilities() -> Iterator[tuple[np.ndarray, np.ndarray, Any]]:
         for item in loader:
             image = item["image"]
-            inputs = (image.to(device)[None].float().div_(255) - mean) / std
+            inputs = imagenet_normalize(image.to(device)[None].float().div_(255))  # float32, as in training
             with autocast():
                 probs = multiscale_segment(model, inputs, scales, flip)[0]
             yield image.permute(1, 2, 0).contiguous().numpy(), probs.cpu().numpy(), (item["id"], item.get("mask"))
